@@ -1,0 +1,70 @@
+# Every target builds what it needs: a fresh machine needs only Python 3.11, Java 17+ and Maven.
+PYTHON ?= python3
+VENV := .venv
+PY := $(abspath $(VENV)/bin/python)
+SPARK_JARS_DIR := infra/spark/jars
+KAFKA_HOME ?= .kafka
+KAFKA_PORT ?= 9092
+PYTEST_ARGS ?=
+
+# The connector and the few jars it needs that pyspark does not ship already.
+SPARK_CONNECTOR_JARS := spark-sql-kafka-0-10_2.13,spark-token-provider-kafka-0-10_2.13,kafka-clients,commons-pool2
+
+export PYSPARK_PYTHON := $(PY)
+export PYSPARK_DRIVER_PYTHON := $(PY)
+export PIPELINE_JARS := $(abspath $(SPARK_JARS_DIR))
+
+.PHONY: install jars dist test test-fast test-kestra demo kafka-up kafka-down bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+jars: $(SPARK_JARS_DIR)/.fetched infra/kafka/libs/.fetched
+
+$(SPARK_JARS_DIR)/.fetched: infra/spark/pom.xml
+	mvn -B -q -f infra/spark/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DincludeArtifactIds=$(SPARK_CONNECTOR_JARS) -DoutputDirectory=$(abspath $(SPARK_JARS_DIR))
+	touch $@
+
+infra/kafka/libs/.fetched: infra/kafka/pom.xml $(VENV)/.installed
+	$(PY) infra/kafka/broker.py fetch
+	touch $@
+
+dist: dist/pipeline_lib.zip
+
+# Only the package's modules: no tests, no caches.
+dist/pipeline_lib.zip: $(VENV)/.installed $(shell find pipeline_lib -name '*.py')
+	@mkdir -p dist
+	$(PY) -c "import pathlib, zipfile; \
+	files = sorted(pathlib.Path('pipeline_lib').rglob('*.py')); \
+	z = zipfile.ZipFile('$@', 'w', zipfile.ZIP_DEFLATED); [z.write(f) for f in files]; z.close(); \
+	print('built $@ with', len(files), 'modules')"
+
+test: install jars dist
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install jars dist
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-kestra: install jars dist
+	$(PY) -m pytest -m kestra $(PYTEST_ARGS)
+
+demo: install jars dist
+	PY=$(PY) KAFKA_HOME=$(KAFKA_HOME) KAFKA_PORT=$(KAFKA_PORT) bash infra/demo.sh
+
+kafka-up: install jars
+	$(PY) infra/kafka/broker.py start --home $(KAFKA_HOME) --port $(KAFKA_PORT)
+
+kafka-down: install
+	$(PY) infra/kafka/broker.py stop --home $(KAFKA_HOME)
+
+bench: install jars dist
+	$(PY) bench/bench_transforms.py
+
+clean:
+	rm -rf dist .demo .pytest_cache $(SPARK_JARS_DIR) infra/kafka/libs
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,258 @@
+"""A single-node Apache Kafka (KRaft: broker and controller in one JVM) from Kafka's own jars.
+
+No Docker and no tarball: Maven fetches ``org.apache.kafka:kafka_2.13`` and its dependencies
+into ``infra/kafka/libs`` (pom.xml beside this file). Used by ``make kafka-up``/``kafka-down``
+and by the tests' session fixture::
+
+    python infra/kafka/broker.py start --home .kafka --port 9092
+    python infra/kafka/broker.py stop --home .kafka
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, Optional
+
+HERE = Path(__file__).resolve().parent
+LIBS = HERE / "libs"
+
+LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.file.ref = file
+"""
+
+
+def fetch_jars(quiet: bool = True) -> Path:
+    """Resolve the broker's jars with Maven once; later calls find them in place."""
+    if not any(LIBS.glob("kafka_2.13-*.jar")):
+        command = [
+            "mvn", "-B", "-f", str(HERE / "pom.xml"), "dependency:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={LIBS}",
+        ]
+        subprocess.run(command + (["-q"] if quiet else []), check=True)
+    return LIBS
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalKafka:
+    """One broker+controller process with its data, config, log and pid file under ``home``.
+
+    ``sasl_users`` (name -> password) adds a SASL_PLAINTEXT listener with the PLAIN mechanism on
+    ``sasl_port``, beside the PLAINTEXT one on ``port``.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        port: int = 9092,
+        controller_port: Optional[int] = None,
+        sasl_port: Optional[int] = None,
+        sasl_users: Optional[Dict[str, str]] = None,
+        heap: str = "512m",
+    ):
+        self.home = Path(home).resolve()
+        self.port = port
+        # The controller's address is written into the formatted storage; keep it on restart.
+        self.controller_port = controller_port or self._configured_controller_port() or free_port()
+        self.sasl_port = sasl_port
+        self.sasl_users = sasl_users or {}
+        self.heap = heap
+        self.pid_file = self.home / "kafka.pid"
+        self.log_file = self.home / "server.log"
+
+    def _configured_controller_port(self) -> Optional[int]:
+        config = self.home / "server.properties"
+        if not config.exists():
+            return None
+        for line in config.read_text().splitlines():
+            if line.startswith("controller.quorum.bootstrap.servers="):
+                return int(line.rsplit(":", 1)[1])
+        return None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
+    def pid(self) -> Optional[int]:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def _properties(self) -> str:
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}", f"CONTROLLER://127.0.0.1:{self.controller_port}"]
+        advertised = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        lines = [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            f"log.dirs={self.home / 'data'}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # Room for oversized test payloads, which the pipeline must quarantine, not lose.
+            "message.max.bytes=4194304",
+        ]
+        if self.sasl_users:
+            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+            advertised.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            lines += [
+                "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+            ]
+        lines += [f"listeners={','.join(listeners)}", f"advertised.listeners={','.join(advertised)}"]
+        return "\n".join(lines) + "\n"
+
+    def _java(self, main_class: str, *args: str) -> list:
+        return [
+            "java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp", f"{fetch_jars()}/*", main_class, *args,
+        ]
+
+    def start(self, timeout: float = 90.0) -> bool:
+        """Start the broker unless it already runs; True when this call started it."""
+        if self.pid() is not None:
+            self.wait_ready(timeout)
+            return False
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(self._properties())
+        (self.home / "log4j2.properties").write_text(
+            LOG4J2.format(log=self.log_file, level=os.environ.get("KAFKA_LOG_LEVEL", "INFO"))
+        )
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        with open(self.home / "stdout.log", "ab") as out:
+            process = subprocess.Popen(
+                self._java("kafka.Kafka", str(config)), stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(process.pid))
+        try:
+            self.wait_ready(timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+        return True
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until the broker answers a metadata request (kafka-python's admin client)."""
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise RuntimeError(f"Kafka exited during start-up; see {self.home / 'stdout.log'} and {self.log_file}")
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000)
+                admin.list_topics()
+                admin.close()
+                return
+            except KafkaError:
+                time.sleep(0.5)
+        raise TimeoutError(f"Kafka on {self.bootstrap_servers} did not answer within {timeout:g}s")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop exactly the process in the pid file; True when one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.pid() is not None and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.2)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                _reap(pid)
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; the data stays for a restart."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                _reap(pid)
+                time.sleep(0.05)
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child so it stops counting as alive (no-op for other processes)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    parser.add_argument("--home", default=".kafka", help="data, config, log and pid folder")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
+    args = parser.parse_args(argv)
+    broker = LocalKafka(Path(args.home), port=args.port)
+    if args.action == "fetch":
+        print(f"Kafka jars in {fetch_jars(quiet=False)}")
+    elif args.action == "start":
+        started = broker.start()
+        verb = "started" if started else "already running"
+        print(f"Kafka {verb} on {broker.bootstrap_servers} (pid {broker.pid()}, log {broker.log_file})")
+    elif args.action == "stop":
+        stopped = broker.stop()
+        print(f"Kafka stopped (was pid from {broker.pid_file})" if stopped else "Kafka was not running")
+    else:
+        pid = broker.pid()
+        print(f"Kafka running, pid {pid}" if pid else "Kafka not running")
+        return 0 if pid else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
