@@ -95,6 +95,7 @@ class SourceConfig:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: Optional[int] = None
     fail_on_data_loss: bool = True
+    connect_timeout: float = 30.0  # seconds to reach the broker before the queries start
     path: Optional[str] = None  # the files source: a folder of JSON-lines files
     rows_per_second: int = 10  # the rate source
 
@@ -389,6 +390,7 @@ def _validate_pipeline(config: PipelineConfig) -> None:
         "source.max_offsets_per_trigger",
         f"must be above 0, got {source.max_offsets_per_trigger}",
     )
+    _require(source.connect_timeout > 0, "source.connect_timeout", f"must be above 0, got {source.connect_timeout}")
     _require(source.rows_per_second > 0, "source.rows_per_second", f"must be above 0, got {source.rows_per_second}")
     for index, spec in enumerate(config.transforms):
         try:

@@ -7,11 +7,11 @@ import random
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
-from pipeline_lib.config import KafkaConfig, ProducerConfig
+from pipeline_lib.config import ProducerConfig
+from pipeline_lib.kafka_client import KafkaUnavailableError, describe, ensure_topic
 
 
 class ProduceError(RuntimeError):
@@ -45,26 +45,6 @@ def encode(record: Dict[str, object]) -> bytes:
     return json.dumps(record).encode("utf-8")
 
 
-def ensure_topic(kafka: KafkaConfig, partitions: int, timeout: float) -> bool:
-    """Create ``kafka.topic`` with ``partitions`` if missing; True when it was created."""
-    admin = KafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers,
-        request_timeout_ms=int(timeout * 1000),
-        bootstrap_timeout_ms=int(timeout * 1000),
-        client_id="pipeline-producer-admin",
-        **kafka.client_options(),
-    )
-    try:
-        if kafka.topic in admin.list_topics():
-            return False
-        admin.create_topics([NewTopic(kafka.topic, partitions, 1)], timeout_ms=int(timeout * 1000))
-        return True
-    except TopicAlreadyExistsError:
-        return False
-    finally:
-        admin.close()
-
-
 def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) -> int:
     """Send ``config.count`` generated records; return how many the broker acknowledged.
 
@@ -88,10 +68,11 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             key_serializer=lambda key: str(key).encode("utf-8"),
             **kafka.client_options(),
         )
+    except KafkaUnavailableError as error:
+        raise ProduceError(str(error), 0, config.count) from None
     except KafkaError as error:
         raise ProduceError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers} within {config.timeout:g}s: "
-            f"{_describe(error)}",
+            f"cannot reach Kafka at {kafka.bootstrap_servers} within {config.timeout:g}s: {describe(error)}",
             0,
             config.count,
         ) from None
@@ -106,13 +87,13 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             futures.append(producer.send(kafka.topic, key=record["id"], value=encode(record)))
         producer.flush(timeout=config.timeout)
     except KafkaError as error:
-        emit(f"send interrupted: {_describe(error)}")
+        emit(f"send interrupted: {describe(error)}")
     finally:
         producer.close(timeout=5)
     acknowledged = sum(1 for future in futures if future.succeeded())
     if acknowledged < config.count:
         failures = [future.exception for future in futures if future.failed()]
-        cause = _describe(failures[0]) if failures else "not acknowledged in time"
+        cause = describe(failures[0]) if failures else "not acknowledged in time"
         raise ProduceError(
             f"{config.count - acknowledged} of {config.count} records were not acknowledged "
             f"by {kafka.topic} ({cause}); {acknowledged} were",
@@ -121,9 +102,3 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
         )
     return acknowledged
 
-
-def _describe(error: BaseException) -> str:
-    name = type(error).__name__
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    text = text[len(name) + 2:] if text.startswith(f"{name}: ") else text
-    return f"{name}: {text}" if text else name

@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline_lib.config import KafkaConfig, SourceConfig
+from pipeline_lib.kafka_client import topic_exists
 
 
 def read_stream(spark: SparkSession, source: SourceConfig, kafka: KafkaConfig) -> DataFrame:
@@ -25,6 +26,9 @@ def read_stream(spark: SparkSession, source: SourceConfig, kafka: KafkaConfig) -
 
 
 def _kafka(spark: SparkSession, source: SourceConfig, kafka: KafkaConfig) -> DataFrame:
+    # Spark's Kafka source retries an unreachable broker or bad credentials without end; ask
+    # once, bounded, so such a run stops at once with the reason.
+    topic_exists(kafka, source.connect_timeout)
     reader = (
         spark.readStream.format("kafka")
         .options(**kafka.spark_options())

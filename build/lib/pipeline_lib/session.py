@@ -1,0 +1,71 @@
+"""The one SparkSession builder, shared by the jobs, the tests and notebooks."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from typing import Iterable, List, Mapping, Optional
+
+from pyspark.sql import SparkSession
+
+JARS_ENV = "PIPELINE_JARS"
+
+LOCAL_DEFAULTS = {
+    # Two cores here; the default of 200 shuffle partitions makes tiny batches crawl.
+    "spark.sql.shuffle.partitions": "4",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def connector_jars(spec: Optional[str] = None) -> List[str]:
+    """The jar files named by ``spec`` (default: ``$PIPELINE_JARS``): a comma-separated list of
+    jar files or folders of jars.
+
+    >>> connector_jars("infra/spark/jars")  # doctest: +SKIP
+    ['infra/spark/jars/commons-pool2-2.13.1.jar', ...]
+    """
+    spec = os.environ.get(JARS_ENV, "") if spec is None else spec
+    jars: List[str] = []
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        jars.extend(sorted(glob.glob(os.path.join(entry, "*.jar"))) if os.path.isdir(entry) else [entry])
+    return jars
+
+
+def launched_by_spark_submit() -> bool:
+    """True when spark-submit started this Python process and owns master, jars and py-files."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(
+    app_name: str = "pipeline",
+    master: Optional[str] = None,
+    jars: Optional[Iterable[str]] = None,
+    log_level: str = "WARN",
+    conf: Optional[Mapping[str, str]] = None,
+) -> SparkSession:
+    """Get or create a SparkSession with local defaults.
+
+    Outside spark-submit it runs on ``master`` (default ``$SPARK_MASTER`` or ``local[*]``) with
+    the Kafka connector ``jars`` (default from ``$PIPELINE_JARS``); under spark-submit those come
+    from its command line. ``conf`` overrides :data:`LOCAL_DEFAULTS` and adds settings.
+
+    >>> spark = get_spark("notebook")  # doctest: +SKIP
+    """
+    # Executors start `python3` from PATH unless told otherwise, which lacks this environment's
+    # packages (pyarrow, pandas) when it runs from a virtualenv.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if not launched_by_spark_submit():
+        builder = builder.master(master or os.environ.get("SPARK_MASTER", "local[*]"))
+        jar_list = list(jars) if jars is not None else connector_jars()
+        if jar_list:
+            builder = builder.config("spark.jars", ",".join(jar_list))
+    settings = dict(LOCAL_DEFAULTS)
+    settings.update(conf or {})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(log_level)
+    return spark

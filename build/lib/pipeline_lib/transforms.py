@@ -1,0 +1,328 @@
+"""Pure ``DataFrame -> DataFrame`` transforms, built only from Spark column functions.
+
+Every public transform here is a *factory*: it takes options and returns the transform, so
+pipelines read left to right::
+
+    df.transform(parse_json()).transform(valid_records()).transform(add_processed_value(2))
+
+Nothing in this module reads or writes data or creates a SparkSession; it works the same on batch
+and streaming DataFrames.
+
+Factories are registered by name so a pipeline configuration can list them
+(``get_transform("add_processed_value", factor=3)``). Another package adds its own with
+``@register_transform("name")`` or through the ``pipeline_lib.transforms`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import reduce
+from importlib.metadata import entry_points
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS
+
+Transform = Callable[[DataFrame], DataFrame]
+TransformFactory = Callable[..., Transform]
+
+ERROR_COLUMN = "_error"
+PAYLOAD_COLUMN = "_payload"
+PAYLOAD_BASE64_COLUMN = "_payload_base64"
+MARKER_COLUMNS = (ERROR_COLUMN, PAYLOAD_COLUMN, PAYLOAD_BASE64_COLUMN)
+
+# A record of this schema is under 100 bytes. Anything far larger is a runaway message, and
+# parsing it would only slow the batch it arrives in.
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+ENTRY_POINT_GROUP = "pipeline_lib.transforms"
+
+_REGISTRY: Dict[str, TransformFactory] = {}
+
+
+class UnknownTransformError(ValueError):
+    """A transform name or option that the registry does not know."""
+
+
+def register_transform(name: str) -> Callable[[TransformFactory], TransformFactory]:
+    """Register a transform factory under ``name`` so configurations can refer to it.
+
+    >>> @register_transform("add_one")
+    ... def add_one(column: str = "value") -> Transform:
+    ...     return lambda df: df.withColumn(column, F.col(column) + 1)
+    """
+
+    def decorator(factory: TransformFactory) -> TransformFactory:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"a transform named {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def known_transforms() -> Tuple[str, ...]:
+    """The registered transform names, sorted, including those of installed plugins."""
+    _load_entry_points()
+    return tuple(sorted(_REGISTRY))
+
+
+def get_transform(name: str, **options: object) -> Transform:
+    """Build the registered transform ``name`` with ``options``.
+
+    >>> df.transform(get_transform("add_processed_value", factor=3))  # doctest: +SKIP
+
+    Raises :class:`UnknownTransformError` naming the known transforms, or the accepted options.
+    """
+    if name not in _REGISTRY:
+        _load_entry_points()
+    if name not in _REGISTRY:
+        raise UnknownTransformError(
+            f"unknown transform {name!r}; known transforms: {', '.join(known_transforms())}"
+        )
+    factory = _REGISTRY[name]
+    accepted = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UnknownTransformError(
+            f"transform {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"its options: {', '.join(accepted) or 'none'}"
+        )
+    return factory(**options)
+
+
+def _load_entry_points() -> None:
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name not in _REGISTRY:
+            _REGISTRY[entry_point.name] = entry_point.load()
+
+
+def _first_match(cases: Iterable[Tuple[Column, str]]) -> Column:
+    """``CASE WHEN c1 THEN m1 WHEN c2 THEN m2 ... END``: the message of the first true case."""
+    cases = list(cases)
+    (condition, message), rest = cases[0], cases[1:]
+    return reduce(lambda acc, case: acc.when(case[0], case[1]), rest, F.when(condition, message))
+
+
+def _json_path(field: str) -> str:
+    return "$['" + field.replace("'", "\\'") + "']"
+
+
+@register_transform("parse_json")
+def parse_json(
+    schema: StructType = RECORD_SCHEMA,
+    column: str = "value",
+    required: Sequence[str] = REQUIRED_FIELDS,
+    max_bytes: Optional[int] = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Transform:
+    """Parse the JSON payload in ``column`` (string or Kafka's binary) into typed columns.
+
+    No row is dropped and no bad value becomes a silent null. The result has the ``schema``
+    fields first, then every other input column (Kafka's topic, partition, offset, ...), then
+    three marker columns: ``_error`` (null for a good row, else the reason), ``_payload`` (the
+    payload as text) and ``_payload_base64`` (the exact bytes, only when they are not UTF-8).
+    Follow it with :func:`valid_records` and :func:`quarantined_records`, or use
+    :func:`split_valid`.
+
+    A row is rejected, with the first matching reason, when its payload is null, larger than
+    ``max_bytes``, not UTF-8, empty, not JSON, a JSON array or scalar, lacks a ``required``
+    field or has it null, or has a field whose JSON value does not fit the schema type
+    (``"75"`` or ``75.5`` for an integer, a number past the type's range). Unknown fields are
+    ignored.
+
+    >>> df = spark.createDataFrame([('{"id": 1, "value": 75}',), ('{"id": 2}',)], "value string")
+    >>> df.transform(parse_json()).select("id", "value", "_error").show()
+    +---+-----+---------------------------------+
+    | id|value|                           _error|
+    +---+-----+---------------------------------+
+    |  1|   75|                             NULL|
+    |  2| NULL|missing required field 'value'   |
+    +---+-----+---------------------------------+
+    """
+    unknown_required = [name for name in required if name not in schema.fieldNames()]
+    if unknown_required:
+        raise ValueError(f"required fields {unknown_required} are not in the schema")
+
+    def transform(df: DataFrame) -> DataFrame:
+        raw = F.col(column)
+        text = raw.cast("string")
+        parsed = F.from_json(text, schema)
+        keys = F.json_object_keys(text)
+        # The cheap checks on parsed fields guard the costly re-reads of the JSON, so a good
+        # row pays for one parse and one key listing.
+        some_required_null = (
+            reduce(lambda a, b: a | b, [parsed[name].isNull() for name in required])
+            if required
+            else F.lit(True)
+        )
+        cases = [(raw.isNull(), "payload is null")]
+        if max_bytes is not None:
+            cases.append((F.octet_length(raw) > max_bytes, f"payload exceeds {max_bytes} bytes"))
+        cases += [
+            (~F.is_valid_utf8(text), "payload is not valid UTF-8"),
+            (F.trim(text) == "", "payload is empty"),
+            (
+                some_required_null & keys.isNull() & F.json_array_length(text).isNotNull(),
+                "expected a JSON object, got an array",
+            ),
+            (
+                some_required_null & keys.isNull() & F.get_json_object(text, "$").isNotNull(),
+                "expected a JSON object, got a scalar",
+            ),
+            (some_required_null & keys.isNull(), "invalid JSON"),
+        ]
+        for name in required:
+            cases.append(
+                (
+                    parsed[name].isNull() & ~F.array_contains(keys, name),
+                    f"missing required field '{name}'",
+                )
+            )
+            cases.append(
+                (
+                    parsed[name].isNull() & F.get_json_object(text, _json_path(name)).isNull(),
+                    f"field '{name}' is null",
+                )
+            )
+        for field in schema.fields:
+            cases.append(
+                (
+                    parsed[field.name].isNull()
+                    & F.get_json_object(text, _json_path(field.name)).isNotNull(),
+                    f"field '{field.name}' is not a valid {field.dataType.simpleString()}",
+                )
+            )
+        others = [F.col(name) for name in df.columns if name != column and name not in schema.fieldNames()]
+        valid_utf8 = F.is_valid_utf8(text)
+        return df.select(
+            *[parsed[field.name].alias(field.name) for field in schema.fields],
+            *others,
+            _first_match(cases).alias(ERROR_COLUMN),
+            F.when(valid_utf8, text).otherwise(F.make_valid_utf8(text)).alias(PAYLOAD_COLUMN),
+            F.when(~valid_utf8, F.base64(raw.cast("binary"))).alias(PAYLOAD_BASE64_COLUMN),
+        )
+
+    return transform
+
+
+@register_transform("valid_records")
+def valid_records() -> Transform:
+    """Keep the rows :func:`parse_json` accepted, without its marker columns.
+
+    >>> parsed.transform(valid_records()).columns  # doctest: +SKIP
+    ['id', 'value', 'timestamp', 'topic', 'partition', 'offset', 'kafka_timestamp']
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.where(F.col(ERROR_COLUMN).isNull()).drop(*MARKER_COLUMNS)
+
+    return transform
+
+
+@register_transform("quarantined_records")
+def quarantined_records(schema: StructType = RECORD_SCHEMA) -> Transform:
+    """Keep the rows :func:`parse_json` rejected, as they arrived, with the reason.
+
+    Columns: ``payload``, ``payload_base64``, every non-record input column (for Kafka: topic,
+    partition, offset, kafka_timestamp) and ``reason``.
+
+    >>> parsed.transform(quarantined_records()).select("payload", "reason").show()  # doctest: +SKIP
+    +-------+------------+
+    |payload|      reason|
+    +-------+------------+
+    |{"id": |invalid JSON|
+    +-------+------------+
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        lineage = [name for name in df.columns if name not in schema.fieldNames() and name not in MARKER_COLUMNS]
+        return df.where(F.col(ERROR_COLUMN).isNotNull()).select(
+            F.col(PAYLOAD_COLUMN).alias("payload"),
+            F.col(PAYLOAD_BASE64_COLUMN).alias("payload_base64"),
+            *lineage,
+            F.col(ERROR_COLUMN).alias("reason"),
+        )
+
+    return transform
+
+
+def split_valid(parsed: DataFrame, schema: StructType = RECORD_SCHEMA) -> Tuple[DataFrame, DataFrame]:
+    """Split the output of :func:`parse_json` into ``(valid, quarantined)``.
+
+    >>> good, bad = split_valid(df.transform(parse_json()))  # doctest: +SKIP
+    """
+    return parsed.transform(valid_records()), parsed.transform(quarantined_records(schema))
+
+
+@register_transform("add_processed_value")
+def add_processed_value(
+    factor: Union[int, float] = 2, source: str = "value", target: str = "processed_value"
+) -> Transform:
+    """Add ``target = source * factor``.
+
+    The source is widened to long (or double for a fractional factor) first: Spark 4 runs in
+    ANSI mode, where an int overflow would fail the whole query on one large value.
+
+    >>> df = spark.createDataFrame([(75,)], "value int")
+    >>> df.transform(add_processed_value(2)).show()
+    +-----+---------------+
+    |value|processed_value|
+    +-----+---------------+
+    |   75|            150|
+    +-----+---------------+
+    """
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+        raise TypeError(f"factor must be a number, got {factor!r}")
+    widened = "double" if isinstance(factor, float) else "long"
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.withColumn(target, F.col(source).cast(widened) * F.lit(factor))
+
+    return transform
+
+
+# timestamp_seconds overflows (an ANSI error that would stop the query) far past year 9999.
+_MAX_EPOCH_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+@register_transform("with_event_time")
+def with_event_time(source: str = "timestamp", target: str = "event_time") -> Transform:
+    """Add ``target`` as a Spark timestamp from the epoch seconds in ``source``.
+
+    Use it to window and watermark by event time. Seconds outside years 0001..9999 give null.
+
+    >>> df = spark.createDataFrame([(1715181600.123,)], "timestamp double")
+    >>> df.transform(with_event_time()).show(truncate=False)
+    +--------------+-----------------------+
+    |timestamp     |event_time             |
+    +--------------+-----------------------+
+    |1.715181600123E9|2024-05-08 15:20:00.123|
+    +--------------+-----------------------+
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        seconds = F.col(source).cast("double")
+        in_range = F.abs(seconds) <= F.lit(_MAX_EPOCH_SECONDS)
+        return df.withColumn(target, F.when(in_range, F.timestamp_seconds(seconds)))
+
+    return transform
+
+
+@register_transform("select_columns")
+def select_columns(columns: Sequence[str] = PROCESSED_COLUMNS) -> Transform:
+    """Keep ``columns``, in that order.
+
+    >>> df.transform(select_columns(["id", "processed_value"])).columns  # doctest: +SKIP
+    ['id', 'processed_value']
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        missing = [name for name in columns if name not in df.columns]
+        if missing:
+            raise ValueError(f"columns {missing} are not in the DataFrame; it has {df.columns}")
+        return df.select(*columns)
+
+    return transform

@@ -1,0 +1,44 @@
+"""Running the project's real commands from tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+ZIP = ROOT / "dist" / "pipeline_lib.zip"
+SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
+
+
+def connector_jars_arg() -> str:
+    from pipeline_lib.session import connector_jars
+
+    return ",".join(connector_jars(str(ROOT / "infra" / "spark" / "jars")))
+
+
+def run(
+    command: Sequence[str], timeout: float = 300, env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None
+) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    full_env.update(env or {})
+    return subprocess.run(
+        list(command), capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT
+    )
+
+
+def job(name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """``python jobs/<name>.py args``, as a user runs it locally."""
+    return run([sys.executable, str(ROOT / "jobs" / f"{name}.py"), *args], **kwargs)
+
+
+def spark_submit(script: Path, *args: str, master: str = "local[2]", **kwargs) -> subprocess.CompletedProcess:
+    """The deployment path: ``spark-submit --py-files dist/pipeline_lib.zip --jars ... script``."""
+    command = [
+        str(SPARK_SUBMIT), "--master", master, "--py-files", str(ZIP), "--jars", connector_jars_arg(),
+        "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2",
+        str(script), *args,
+    ]
+    return run(command, **kwargs)

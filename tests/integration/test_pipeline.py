@@ -1,0 +1,206 @@
+"""Produce -> real Kafka -> Spark Structured Streaming -> CSV, exactly once."""
+
+import json
+import sys
+
+from kafka import KafkaConsumer
+from pyspark.sql import functions as F
+
+from pipeline_lib.config import load_pipeline_config, load_producer_config
+from pipeline_lib.pipeline import run_pipeline
+from pipeline_lib.producer import send_records
+from tests.conftest import send_raw
+from tests.helpers import ROOT, job, spark_submit
+
+OUTPUT_SCHEMA = "id long, value int, timestamp double, processed_value long"
+
+
+def produce(bootstrap, topic, count, start_id=1):
+    config = load_producer_config(
+        overrides={"kafka.bootstrap_servers": bootstrap, "kafka.topic": topic, "count": count, "start_id": start_id},
+        environ={},
+    )
+    assert send_records(config, emit=lambda line: None) == count
+
+
+def stream(spark, bootstrap, topic, folder, **overrides):
+    config = load_pipeline_config(
+        overrides={
+            "kafka.bootstrap_servers": bootstrap,
+            "kafka.topic": topic,
+            "output.path": str(folder / "output"),
+            "quarantine.path": str(folder / "quarantine"),
+            "checkpoint": str(folder / "checkpoint"),
+            **overrides,
+        },
+        environ={},
+    )
+    return run_pipeline(spark, config, emit=lambda line: None)
+
+
+def read_csv(spark, folder):
+    return spark.read.option("header", "true").schema(OUTPUT_SCHEMA).csv(str(folder / "output"))
+
+
+def read_quarantine(spark, folder):
+    return spark.read.json(str(folder / "quarantine"))
+
+
+def assert_ids_once(df, expected_ids):
+    ids = [row["id"] for row in df.select("id").collect()]
+    assert sorted(ids) == list(expected_ids)
+
+
+def test_twenty_records_land_once_each_with_processed_value(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 20)
+
+    summary = stream(spark, bootstrap, topic, tmp_path)
+
+    output = read_csv(spark, tmp_path)
+    assert (summary.written, summary.quarantined) == (20, 0)
+    assert_ids_once(output, range(1, 21))
+    assert output.where(F.col("processed_value") != F.col("value") * 2).count() == 0
+    assert output.where(F.col("timestamp").isNull() | F.col("value").isNull()).count() == 0
+
+
+def test_restart_without_new_data_writes_nothing(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 20)
+    stream(spark, bootstrap, topic, tmp_path)
+
+    again = stream(spark, bootstrap, topic, tmp_path)
+
+    assert again.written == 0
+    assert_ids_once(read_csv(spark, tmp_path), range(1, 21))
+
+
+def test_restart_after_new_data_adds_only_the_new_records(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 20)
+    stream(spark, bootstrap, topic, tmp_path)
+    produce(bootstrap, topic, 30, start_id=21)
+
+    second = stream(spark, bootstrap, topic, tmp_path)
+
+    assert second.written == 30
+    assert_ids_once(read_csv(spark, tmp_path), range(1, 51))
+
+
+def test_small_micro_batches_still_write_each_record_once(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 45)
+
+    summary = stream(spark, bootstrap, topic, tmp_path, **{"source.max_offsets_per_trigger": 10})
+
+    assert summary.totals["output"].batches == 5
+    assert_ids_once(read_csv(spark, tmp_path), range(1, 46))
+
+
+def test_records_spread_over_partitions_all_arrive(spark, bootstrap, topic, tmp_path):
+    config = load_producer_config(
+        overrides={"kafka.bootstrap_servers": bootstrap, "kafka.topic": topic, "count": 60, "partitions": 3},
+        environ={},
+    )
+    send_records(config, emit=lambda line: None)
+
+    stream(spark, bootstrap, topic, tmp_path)
+
+    assert_ids_once(read_csv(spark, tmp_path), range(1, 61))
+
+
+def test_malformed_messages_are_quarantined_with_reason_and_coordinates(spark, bootstrap, topic, tmp_path):
+    payloads = [
+        b'{"id": 1, "value": 10, "timestamp": 1.0}',
+        b"{not json",
+        b'{"id": 2}',
+        b'{"id": 3, "value": "75"}',
+        b'{"id": 4, "value": 40, "timestamp": 4.0}',
+        None,
+    ]
+    send_raw(bootstrap, topic, payloads)
+
+    summary = stream(spark, bootstrap, topic, tmp_path)
+
+    quarantine = read_quarantine(spark, tmp_path).orderBy("offset")
+    rows = [(r["offset"], r["payload"], r["reason"], r["topic"], r["partition"]) for r in quarantine.collect()]
+    assert rows == [
+        (1, "{not json", "invalid JSON", topic, 0),
+        (2, '{"id": 2}', "missing required field 'value'", topic, 0),
+        (3, '{"id": 3, "value": "75"}', "field 'value' is not a valid int", topic, 0),
+        (5, None, "payload is null", topic, 0),
+    ]
+    assert "kafka_timestamp" in quarantine.columns
+    assert_ids_once(read_csv(spark, tmp_path), [1, 4])
+    assert summary.written + summary.quarantined == len(payloads)
+
+
+def test_quarantine_is_json_lines_never_csv(spark, bootstrap, topic, tmp_path):
+    send_raw(bootstrap, topic, [b"=HYPERLINK(1)"])
+
+    stream(spark, bootstrap, topic, tmp_path)
+
+    files = [p for p in (tmp_path / "quarantine").glob("part-*") if p.stat().st_size]
+    lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert [(line["payload"], line["reason"]) for line in lines] == [("=HYPERLINK(1)", "invalid JSON")]
+
+
+def test_producer_sends_records_in_the_seed_format(bootstrap, topic):
+    result = job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", "5", "--start-id", "7", "--seed", "3")
+
+    assert result.returncode == 0, result.stderr
+    assert f"sent 5 records to {topic}" in result.stdout
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    messages = [(m.key, json.loads(m.value)) for m in consumer]
+    consumer.close()
+    assert [key for key, _ in messages] == [b"7", b"8", b"9", b"10", b"11"]
+    assert [sorted(record) for _, record in messages] == [["id", "timestamp", "value"]] * 5
+    assert [record["id"] for _, record in messages] == [7, 8, 9, 10, 11]
+    assert all(0 <= record["value"] <= 100 and isinstance(record["timestamp"], float) for _, record in messages)
+
+
+def test_producer_fails_fast_when_nothing_listens():
+    from infra.kafka.broker import free_port
+
+    result = job("produce", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--timeout", "3", timeout=60)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: cannot reach Kafka at 127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "records to" not in result.stdout
+
+
+def test_stream_job_fails_fast_when_nothing_listens(tmp_path):
+    from infra.kafka.broker import free_port
+
+    result = job(
+        "stream", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--output", str(tmp_path / "o"),
+        "--checkpoint", str(tmp_path / "c"), "--quarantine", str(tmp_path / "q"),
+        "--config", str(_config_with_timeout(tmp_path, 3)), timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert "error: KafkaUnavailableError: cannot reach Kafka at 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _config_with_timeout(tmp_path, seconds):
+    path = tmp_path / "pipeline.yml"
+    path.write_text(f"source:\n  connect_timeout: {seconds}\n")
+    return path
+
+
+def test_spark_submit_runs_the_stream_job_from_the_zip(spark, bootstrap, topic, tmp_path):
+    produced = job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", "20")
+    assert produced.returncode == 0, produced.stderr
+
+    result = spark_submit(
+        ROOT / "jobs" / "stream.py",
+        "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(tmp_path / "output"),
+        "--checkpoint", str(tmp_path / "checkpoint"), "--quarantine", str(tmp_path / "quarantine"),
+        "--trigger", "available-now",
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "output batch 0: 20 input rows" in result.stdout
+    assert "done: 20 rows written, 0 quarantined" in result.stdout
+    assert_ids_once(read_csv(spark, tmp_path), range(1, 21))
+    header = next((tmp_path / "output").glob("part-*.csv")).read_text().splitlines()[0]
+    assert header == "id,value,timestamp,processed_value"

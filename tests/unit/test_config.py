@@ -1,0 +1,202 @@
+"""Configuration: defaults < YAML file < environment < flags; every bad value names its field."""
+
+import pytest
+
+from pipeline_lib.config import (
+    ConfigError,
+    KafkaConfig,
+    TransformSpec,
+    load_pipeline_config,
+    load_producer_config,
+    spark_trigger,
+)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "pipeline.yml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_describe_the_seed_pipeline():
+    config = load_pipeline_config(environ={})
+
+    assert (config.kafka.bootstrap_servers, config.kafka.topic, config.output.format, config.trigger) == (
+        "127.0.0.1:9092", "input-data", "csv", "available-now",
+    )
+    assert config.transforms == (TransformSpec("add_processed_value"),)
+    assert config.quarantine.format == "json"
+
+
+def test_file_overrides_defaults(tmp_path):
+    path = write(tmp_path, "kafka:\n  topic: readings\noutput:\n  format: parquet\n")
+
+    config = load_pipeline_config(path, environ={})
+
+    assert (config.kafka.topic, config.output.format, config.output.path) == ("readings", "parquet", "output")
+
+
+def test_environment_overrides_file(tmp_path):
+    path = write(tmp_path, "kafka:\n  bootstrap_servers: filehost:9092\n")
+
+    config = load_pipeline_config(path, environ={"KAFKA_BOOTSTRAP_SERVERS": "envhost:9093"})
+
+    assert config.kafka.bootstrap_servers == "envhost:9093"
+
+
+def test_flags_override_environment_and_none_means_not_given(tmp_path):
+    path = write(tmp_path, "trigger: once\n")
+
+    config = load_pipeline_config(
+        path,
+        {"kafka.bootstrap_servers": "flaghost:1", "trigger": None},
+        environ={"KAFKA_BOOTSTRAP_SERVERS": "envhost:2"},
+    )
+
+    assert (config.kafka.bootstrap_servers, config.trigger) == ("flaghost:1", "once")
+
+
+def test_transforms_are_listed_by_name_or_with_options(tmp_path):
+    path = write(tmp_path, "transforms:\n  - with_event_time\n  - name: add_processed_value\n    options: {factor: 3}\n")
+
+    config = load_pipeline_config(path, environ={})
+
+    assert config.transforms == (TransformSpec("with_event_time"), TransformSpec("add_processed_value", {"factor": 3}))
+
+
+@pytest.mark.parametrize(
+    "overrides, field, allowed",
+    [
+        ({"trigger": "sometimes"}, "trigger", "available-now, once, processing-time"),
+        ({"kafka.bootstrap_servers": "localhost"}, "kafka.bootstrap_servers", "host:port"),
+        ({"kafka.bootstrap_servers": "127.0.0.1:99999"}, "kafka.bootstrap_servers", "port 1-65535"),
+        ({"kafka.topic": "bad topic!"}, "kafka.topic", "Kafka topic name"),
+        ({"kafka.security_protocol": "TLS"}, "kafka.security_protocol", "SASL_PLAINTEXT"),
+        ({"kafka.security_protocol": "SASL_PLAINTEXT", "kafka.sasl_mechanism": "GSSAPI"}, "kafka.sasl_mechanism", "PLAIN"),
+        ({"kafka.security_protocol": "SASL_PLAINTEXT", "kafka.sasl_mechanism": "PLAIN"}, "kafka.sasl_username", "required"),
+        ({"kafka.ssl_cafile": "/no/such/ca.pem"}, "kafka.ssl_cafile", "no such file"),
+        ({"source.type": "socket"}, "source.type", "kafka, files, rate"),
+        ({"source.starting_offsets": "yesterday"}, "source.starting_offsets", "earliest, latest"),
+        ({"source.max_offsets_per_trigger": 0}, "source.max_offsets_per_trigger", "above 0"),
+        ({"source.max_offsets_per_trigger": "many"}, "source.max_offsets_per_trigger", "whole number"),
+        ({"source.type": "files"}, "source.path", "required"),
+        ({"output.format": "xlsx"}, "output.format", "csv, parquet, json, console"),
+        ({"quarantine.format": "csv"}, "quarantine.format", "json or parquet"),
+        ({"quarantine.path": "output"}, "quarantine.path", "must differ from output.path"),
+        ({"max_payload_bytes": -1}, "max_payload_bytes", "above 0"),
+        ({"outptu.path": "x"}, "outptu", "unknown setting"),
+        ({"output.colour": "x"}, "output.colour", "unknown setting; allowed: format, path, columns"),
+        ({"source.fail_on_data_loss": "sometimes"}, "source.fail_on_data_loss", "true or false"),
+    ],
+)
+def test_bad_pipeline_setting_names_its_field(overrides, field, allowed):
+    with pytest.raises(ConfigError) as raised:
+        load_pipeline_config(overrides=overrides, environ={})
+
+    assert raised.value.field == field
+    assert allowed in str(raised.value)
+
+
+def test_unknown_transform_names_its_position_and_the_known_ones(tmp_path):
+    path = write(tmp_path, "transforms: [add_processed_value, triple]\n")
+
+    with pytest.raises(ConfigError, match=r"transforms\[1\]: unknown transform 'triple'; known transforms: .*parse_json"):
+        load_pipeline_config(path, environ={})
+
+
+def test_bad_transform_option_is_a_config_error(tmp_path):
+    path = write(tmp_path, "transforms:\n  - name: add_processed_value\n    options: {factor: two}\n")
+
+    with pytest.raises(ConfigError, match=r"transforms\[0\]: factor must be a number"):
+        load_pipeline_config(path, environ={})
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    existing = tmp_path / "out.csv"
+    existing.write_text("x")
+
+    with pytest.raises(ConfigError, match="output.path: .* is a file, not a folder"):
+        load_pipeline_config(overrides={"output.path": str(existing)}, environ={})
+
+
+def test_checkpoint_that_is_a_file_is_refused(tmp_path):
+    existing = tmp_path / "chk"
+    existing.write_text("x")
+
+    with pytest.raises(ConfigError, match="checkpoint: .* is a file"):
+        load_pipeline_config(overrides={"checkpoint": str(existing)}, environ={})
+
+
+def test_unreadable_or_invalid_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="config: cannot read"):
+        load_pipeline_config(str(tmp_path / "missing.yml"), environ={})
+    with pytest.raises(ConfigError, match="config: .* is not valid YAML"):
+        load_pipeline_config(write(tmp_path, "kafka: [unclosed\n"), environ={})
+    with pytest.raises(ConfigError, match="config: .* must hold a mapping"):
+        load_pipeline_config(write(tmp_path, "- a\n- b\n"), environ={})
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"count": -1}, "count"),
+        ({"count": "many"}, "count"),
+        ({"rate": 0}, "rate"),
+        ({"start_id": -5}, "start_id"),
+        ({"partitions": 0}, "partitions"),
+        ({"timeout": 0}, "timeout"),
+        ({"kafka.bootstrap_servers": "nohost"}, "kafka.bootstrap_servers"),
+    ],
+)
+def test_bad_producer_setting_names_its_field(overrides, field):
+    with pytest.raises(ConfigError) as raised:
+        load_producer_config(overrides=overrides, environ={})
+
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize(
+    "trigger, expected",
+    [
+        ("available-now", {"availableNow": True}),
+        ("once", {"once": True}),
+        ("processing-time=5s", {"processingTime": "5 seconds"}),
+        ("processing-time=250ms", {"processingTime": "250 milliseconds"}),
+        ("processing-time=1m", {"processingTime": "1 minutes"}),
+    ],
+)
+def test_trigger_strings_map_to_spark_triggers(trigger, expected):
+    assert spark_trigger(trigger) == expected
+
+
+def test_password_is_not_in_the_config_repr():
+    kafka = KafkaConfig(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="hunter2")
+
+    assert "hunter2" not in repr(kafka)
+
+
+def test_security_settings_reach_both_clients_from_one_place():
+    kafka = KafkaConfig(
+        bootstrap_servers="h:1", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="u", sasl_password="p",
+    )
+
+    assert kafka.client_options() == {
+        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "u", "sasl_plain_password": "p",
+    }
+    assert kafka.spark_options()["kafka.sasl.jaas.config"] == (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required username="u" password="p";'
+    )
+    assert kafka.spark_options()["kafka.security.protocol"] == "SASL_PLAINTEXT"
+
+
+def test_security_settings_come_from_the_environment():
+    config = load_producer_config(
+        environ={
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p",
+        }
+    )
+
+    assert (config.kafka.sasl_username, config.kafka.sasl_password) == ("u", "p")

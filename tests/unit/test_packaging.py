@@ -1,0 +1,53 @@
+"""The zip for spark-submit holds the package and nothing else, and works on its own."""
+
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.helpers import ROOT, ZIP, spark_submit
+
+PROBE = '''
+import sys
+import pipeline_lib
+from pipeline_lib.session import get_spark
+from pipeline_lib.transforms import add_processed_value, parse_json, valid_records
+
+spark = get_spark("zip-probe")
+df = spark.createDataFrame([('{"id": 1, "value": 21}',)], "value string")
+row = df.transform(parse_json()).transform(valid_records()).transform(add_processed_value()).first()
+print("imported from", pipeline_lib.__file__)
+print("processed_value", row["processed_value"])
+'''
+
+
+def test_zip_holds_only_the_package_modules():
+    names = zipfile.ZipFile(ZIP).namelist()
+
+    assert names and all(re.fullmatch(r"pipeline_lib/[a-z_]+\.py", name) for name in names), names
+    assert sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipeline_lib").rglob("*.py")) == sorted(names)
+
+
+def test_spark_submit_imports_the_library_from_the_zip(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+
+    result = spark_submit(script, timeout=300, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"imported from {ZIP}" in result.stdout or "pipeline_lib.zip/pipeline_lib/__init__.py" in result.stdout
+    assert "processed_value 42" in result.stdout
+
+
+def test_setup_cfg_builds_a_wheel_of_the_package(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr
+    wheel = next(Path(tmp_path).glob("pipeline_lib-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pipeline_lib/transforms.py" in names
+    assert not any(name.startswith(("tests/", "jobs/", "infra/")) for name in names)
