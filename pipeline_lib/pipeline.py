@@ -17,8 +17,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from pipeline_lib.config import PipelineConfig, spark_trigger
-from pipeline_lib.sinks import start_sink
+from pipeline_lib.config import FILE_SINK_FORMATS, PipelineConfig, spark_trigger
+from pipeline_lib.sinks import claim_checkpoint, start_sink
 from pipeline_lib.sources import read_stream
 from pipeline_lib.transforms import (
     get_transform,
@@ -152,11 +152,15 @@ def run_pipeline(
     spark.streams.addListener(printer)
     trigger = spark_trigger(config.trigger)
     sinks = {OUTPUT_QUERY: config.output, QUARANTINE_QUERY: config.quarantine}
+    checkpoints = {name: os.path.join(config.checkpoint, name) for name in streams}
+    # Every sink's checkpoint is checked before any query starts, so a refusal writes nothing.
+    for name, sink in sinks.items():
+        if sink.format in FILE_SINK_FORMATS:
+            claim_checkpoint(checkpoints[name], sink.path)
     queries: List[StreamingQuery] = []
     try:
         for name, df in streams.items():
-            checkpoint = os.path.join(config.checkpoint, name)
-            queries.append(start_sink(df, sinks[name], checkpoint, trigger, name))
+            queries.append(start_sink(df, sinks[name], checkpoints[name], trigger, name))
         _await(queries, stop_event)
         for query in queries:
             printer.wait_for(query)

@@ -36,15 +36,15 @@ def start_sink(
     writer = df.writeStream.queryName(query_name).trigger(**trigger).outputMode("append")
     if sink.format == "console":
         return writer.format("console").option("truncate", "false").start()
-    check_checkpoint_owns_output(checkpoint, sink.path)
+    claim_checkpoint(checkpoint, sink.path)
     writer = writer.format(sink.format).option("checkpointLocation", checkpoint)
     if sink.format == "csv":
         writer = writer.option("header", "true")
     return writer.start(sink.path)
 
 
-def check_checkpoint_owns_output(checkpoint: str, output: str) -> None:
-    """Refuse a checkpoint and an output folder that were not written together.
+def claim_checkpoint(checkpoint: str, output: str) -> None:
+    """Bind ``checkpoint`` to ``output``, refusing a pair that was not written together.
 
     A file sink trusts its checkpoint: with the output deleted it would go on from the
     checkpoint's offsets and the old rows would be lost silently; with a new checkpoint on an
@@ -55,6 +55,9 @@ def check_checkpoint_owns_output(checkpoint: str, output: str) -> None:
         return  # only local folders can be inspected here
     owner_path = os.path.join(checkpoint, OWNER_FILE)
     output = os.path.abspath(output)
+    # The order of a batch: offsets log, output files, sink log, commit log. A crash can stop
+    # between any two; only a state that no crash leaves is refused.
+    planned = _has_entries(os.path.join(checkpoint, "offsets"))
     committed = _has_entries(os.path.join(checkpoint, "commits"))
     logged = _has_entries(os.path.join(output, SINK_LOG))
     if os.path.exists(owner_path):
@@ -71,7 +74,7 @@ def check_checkpoint_owns_output(checkpoint: str, output: str) -> None:
             "batches: the output was deleted or moved; restore it, or start over with a new "
             "checkpoint and an empty output"
         )
-    if logged and not committed:
+    if logged and not planned:
         raise CheckpointMismatchError(
             f"output {output} already holds committed batches but checkpoint {checkpoint} is new: "
             "give the checkpoint that wrote them, or a new output folder"

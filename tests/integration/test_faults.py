@@ -1,0 +1,226 @@
+"""Nothing lost, nothing twice: the stream job killed mid-flight, the broker stopped mid-produce
+and mid-stream, and checkpoints that do not match their output folder."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from pipeline_lib.sinks import CheckpointMismatchError
+from tests.helpers import ROOT, SPARK_SUBMIT, ZIP, connector_jars_arg
+from tests.integration.test_pipeline import produce, read_csv, stream
+
+
+def stream_command(bootstrap, topic, folder, *extra):
+    return [
+        str(SPARK_SUBMIT), "--master", "local[2]", "--py-files", str(ZIP), "--jars", connector_jars_arg(),
+        "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2",
+        str(ROOT / "jobs" / "stream.py"), "--bootstrap-servers", bootstrap, "--topic", topic,
+        "--output", str(folder / "output"), "--checkpoint", str(folder / "checkpoint"),
+        "--quarantine", str(folder / "quarantine"), *extra,
+    ]
+
+
+def start(command, log_path):
+    """A process group of its own, so one signal reaches spark-submit, its JVM and Python."""
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    log = open(log_path, "ab")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+
+
+def kill_group(process, sig=signal.SIGKILL):
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=60)
+
+
+def batch_files(folder, kind):
+    path = folder / "checkpoint" / "output" / kind
+    return {name for name in os.listdir(path) if name.isdigit()} if path.is_dir() else set()
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def consumed_ids(bootstrap, topic):
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    ids = [int(message.key) for message in consumer]
+    consumer.close()
+    return ids
+
+
+def assert_each_once(ids, expected):
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
+    missing = set(expected) - set(ids)
+    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:5]}"
+    assert set(ids) == set(expected)
+
+
+@pytest.mark.slow
+def test_stream_job_killed_repeatedly_writes_every_record_once(spark, bootstrap, topic, tmp_path):
+    total = 50_000
+    producer = start(
+        [sys.executable, str(ROOT / "jobs" / "produce.py"), "--bootstrap-servers", bootstrap, "--topic", topic,
+         "--count", str(total), "--rate", "1000", "--partitions", "2"],
+        tmp_path / "producer.log",
+    )
+    command = stream_command(bootstrap, topic, tmp_path, "--trigger", "processing-time=1s", "--max-offsets-per-trigger", "3000")
+    wait_until(lambda: (tmp_path / "producer.log").exists() and consumed_offsets_exist(bootstrap, topic), 60, "producer start")
+    kills = []
+
+    # 1: during the very first batch (planned in the offsets log, not yet committed)
+    job = start(command, tmp_path / "stream.log")
+    wait_until(lambda: "0" in batch_files(tmp_path, "offsets"), 120, "first batch planned")
+    kill_group(job)
+    kills.append(("first batch", sorted(batch_files(tmp_path, "commits"))))
+    # 2..4: mid-stream, each at another moment: right after a commit, as the next batch is
+    # planned, and at an arbitrary time into a run
+    moments = [
+        lambda before: len(batch_files(tmp_path, "commits")) > before + 1,
+        lambda before: len(batch_files(tmp_path, "offsets")) > before + 2,
+        None,
+    ]
+    for moment in moments:
+        job = start(command, tmp_path / "stream.log")
+        before = len(batch_files(tmp_path, "commits"))
+        if moment is None:
+            wait_until(lambda: len(batch_files(tmp_path, "commits")) > before, 120, "a batch committed")
+            time.sleep(1.7)
+        else:
+            wait_until(lambda: moment(before), 120, "the kill moment")
+        kill_group(job)
+        kills.append(("mid-stream", len(batch_files(tmp_path, "commits"))))
+
+    assert producer.wait(timeout=180) == 0, (tmp_path / "producer.log").read_text()[-2000:]
+    final = subprocess.run(command[:-4] + ["--trigger", "available-now"], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                           env=dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable))
+    assert final.returncode == 0, final.stderr[-3000:]
+
+    assert len(kills) == 4
+    assert kills[0][1] == [], "the first kill came after batch 0 was committed"
+    ids = [row["id"] for row in read_csv(spark, tmp_path).select("id").collect()]
+    assert_each_once(ids, range(1, total + 1))
+    print(f"kills: {kills}; rows: {len(ids)}")
+
+
+def consumed_offsets_exist(bootstrap, topic):
+    from pipeline_lib.config import KafkaConfig
+    from pipeline_lib.kafka_client import topic_exists
+
+    return topic_exists(KafkaConfig(bootstrap_servers=bootstrap, topic=topic), 5)
+
+
+@pytest.mark.slow
+def test_broker_restart_during_produce_loses_and_duplicates_nothing(kafka, bootstrap, topic, tmp_path):
+    total = 20_000
+    producer = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs" / "produce.py"), "--bootstrap-servers", bootstrap, "--topic", topic,
+         "--count", str(total), "--rate", "2000", "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(3)
+        kafka.stop()
+        time.sleep(5)
+    finally:
+        kafka.start()
+    stdout, stderr = producer.communicate(timeout=180)
+
+    ids = consumed_ids(bootstrap, topic)
+    assert len(ids) == len(set(ids)), "a record arrived twice"
+    if producer.returncode == 0:
+        assert f"sent {total} records" in stdout
+        assert_each_once(ids, range(1, total + 1))
+    else:
+        missing = int(re.search(r"(\d+) of \d+ records were not acknowledged", stderr).group(1))
+        assert len(ids) >= total - missing
+    print(f"producer exit {producer.returncode}; {len(ids)} of {total} records on the topic")
+
+
+@pytest.mark.slow
+def test_broker_restart_during_streaming_resumes_without_loss(kafka, spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 1000)
+    job = start(stream_command(bootstrap, topic, tmp_path, "--trigger", "processing-time=1s"), tmp_path / "stream.log")
+    try:
+        wait_until(lambda: len(batch_files(tmp_path, "commits")) >= 1, 180, "first batch committed")
+        try:
+            kafka.stop()
+            time.sleep(8)
+        finally:
+            kafka.start()
+        produce(bootstrap, topic, 1000, start_id=1001)
+        wait_until(lambda: job.poll() is not None or _rows(spark, tmp_path) >= 2000, 120, "the job to catch up or stop")
+        rode_it_out = job.poll() is None
+    finally:
+        if job.poll() is None:
+            kill_group(job, signal.SIGTERM)
+
+    stream(spark, bootstrap, topic, tmp_path)
+
+    assert_each_once([row["id"] for row in read_csv(spark, tmp_path).select("id").collect()], range(1, 2001))
+    print(f"stream job rode out the outage: {rode_it_out}")
+
+
+def _rows(spark, folder):
+    try:
+        return read_csv(spark, folder).count()
+    except Exception:  # noqa: BLE001 (no committed batch yet)
+        return 0
+
+
+def test_deleted_output_folder_is_refused_naming_it(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 5)
+    stream(spark, bootstrap, topic, tmp_path)
+    shutil.rmtree(tmp_path / "output")
+
+    with pytest.raises(CheckpointMismatchError, match=f"output {tmp_path / 'output'} has no _spark_metadata log"):
+        stream(spark, bootstrap, topic, tmp_path)
+
+
+def test_new_checkpoint_on_a_written_output_is_refused(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 5)
+    stream(spark, bootstrap, topic, tmp_path)
+    shutil.rmtree(tmp_path / "checkpoint")
+
+    with pytest.raises(CheckpointMismatchError, match="already holds committed batches but checkpoint .* is new"):
+        stream(spark, bootstrap, topic, tmp_path)
+
+
+def test_checkpoint_of_another_output_is_refused(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 5)
+    stream(spark, bootstrap, topic, tmp_path)
+
+    with pytest.raises(CheckpointMismatchError, match=f"belongs to the query writing {tmp_path / 'output'}"):
+        stream(spark, bootstrap, topic, tmp_path, **{"output.path": str(tmp_path / "elsewhere")})
+
+
+def test_refusal_reaches_the_command_line_as_one_line(bootstrap, topic, tmp_path):
+    from tests.helpers import job
+
+    (tmp_path / "checkpoint" / "output").mkdir(parents=True)
+    (tmp_path / "checkpoint" / "output" / "pipeline-owner.json").write_text('{"output": "/somewhere/else"}')
+
+    result = job(
+        "stream", "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(tmp_path / "output"),
+        "--checkpoint", str(tmp_path / "checkpoint"), "--quarantine", str(tmp_path / "quarantine"), timeout=300,
+    )
+
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1
+    assert len(errors) == 1 and "belongs to the query writing /somewhere/else" in errors[0]
+    assert "Traceback" not in result.stderr

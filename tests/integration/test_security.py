@@ -1,0 +1,77 @@
+"""Authenticated Kafka (SASL/PLAIN on the test broker's second listener): the right credentials
+work for both jobs, a wrong or missing password stops both with one line, and the password is
+never printed."""
+
+import pytest
+
+from tests.conftest import SASL_PASSWORD, SASL_USER
+from tests.helpers import job
+from tests.integration.test_pipeline import read_csv
+
+
+def credentials(password=SASL_PASSWORD):
+    return {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
+        "KAFKA_SASL_USERNAME": SASL_USER,
+        "KAFKA_SASL_PASSWORD": password,
+    }
+
+
+def stream_args(kafka, topic, folder, timeout_file):
+    return [
+        "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic,
+        "--output", str(folder / "output"), "--checkpoint", str(folder / "checkpoint"),
+        "--quarantine", str(folder / "quarantine"), "--config", str(timeout_file),
+    ]
+
+
+@pytest.fixture
+def short_timeout(tmp_path):
+    path = tmp_path / "pipeline.yml"
+    path.write_text("source:\n  connect_timeout: 5\n")
+    return path
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_right_credentials_run_the_whole_pipeline(kafka, spark, topic, tmp_path, short_timeout):
+    produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--count", "10",
+                   env=credentials())
+    streamed = job("stream", *stream_args(kafka, topic, tmp_path, short_timeout), env=credentials())
+
+    assert produced.returncode == 0, produced.stderr
+    assert streamed.returncode == 0, streamed.stderr[-3000:]
+    assert sorted(row["id"] for row in read_csv(spark, tmp_path).collect()) == list(range(1, 11))
+    for result in (produced, streamed):
+        assert SASL_PASSWORD not in result.stdout + result.stderr
+
+
+def test_wrong_password_stops_both_jobs_with_an_authentication_error(kafka, topic, tmp_path, short_timeout):
+    wrong = credentials("not-the-password")
+
+    produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--timeout", "5", env=wrong)
+    streamed = job("stream", *stream_args(kafka, topic, tmp_path, short_timeout), env=wrong)
+
+    for result in (produced, streamed):
+        assert result.returncode == 1
+        (line,) = error_lines(result)
+        assert f"refused the credentials of user '{SASL_USER}': Authentication failed" in line
+        assert "not-the-password" not in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "output").exists()
+
+
+def test_no_credentials_read_and_write_nothing(kafka, bootstrap, topic, tmp_path, short_timeout):
+    produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--timeout", "5")
+    streamed = job("stream", *stream_args(kafka, topic, tmp_path, short_timeout))
+
+    assert (produced.returncode, streamed.returncode) == (1, 1)
+    assert "cannot reach Kafka" in error_lines(produced)[0] and "cannot reach Kafka" in error_lines(streamed)[0]
+    assert not (tmp_path / "output").exists()
+    from pipeline_lib.config import KafkaConfig
+    from pipeline_lib.kafka_client import topic_exists
+
+    assert not topic_exists(KafkaConfig(bootstrap_servers=bootstrap, topic=topic), 10)
