@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Iterable, List, Mapping, Optional
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 JARS_ENV = "PIPELINE_JARS"
@@ -38,6 +39,15 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def _unset_defaults() -> Mapping[str, str]:
+    """:data:`LOCAL_DEFAULTS` less what spark-submit's ``--conf`` already set."""
+    if not launched_by_spark_submit():
+        return LOCAL_DEFAULTS
+    SparkContext._ensure_initialized()
+    submitted = SparkConf()  # reads the JVM's spark.* properties, i.e. spark-submit's settings
+    return {key: value for key, value in LOCAL_DEFAULTS.items() if not submitted.contains(key)}
+
+
 def get_spark(
     app_name: str = "pipeline",
     master: Optional[str] = None,
@@ -62,9 +72,7 @@ def get_spark(
         jar_list = list(jars) if jars is not None else connector_jars()
         if jar_list:
             builder = builder.config("spark.jars", ",".join(jar_list))
-    settings = dict(LOCAL_DEFAULTS)
-    settings.update(conf or {})
-    for key, value in settings.items():
+    for key, value in {**_unset_defaults(), **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level)

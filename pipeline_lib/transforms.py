@@ -134,13 +134,13 @@ def parse_json(
     ignored.
 
     >>> df = spark.createDataFrame([('{"id": 1, "value": 75}',), ('{"id": 2}',)], "value string")
-    >>> df.transform(parse_json()).select("id", "value", "_error").show()
-    +---+-----+---------------------------------+
-    | id|value|                           _error|
-    +---+-----+---------------------------------+
-    |  1|   75|                             NULL|
-    |  2| NULL|missing required field 'value'   |
-    +---+-----+---------------------------------+
+    >>> df.transform(parse_json()).select("id", "value", "_error").show(truncate=False)
+    +---+-----+------------------------------+
+    |id |value|_error                        |
+    +---+-----+------------------------------+
+    |1  |75   |NULL                          |
+    |2  |NULL |missing required field 'value'|
+    +---+-----+------------------------------+
     """
     unknown_required = [name for name in required if name not in schema.fieldNames()]
     if unknown_required:
@@ -296,11 +296,11 @@ def with_event_time(source: str = "timestamp", target: str = "event_time") -> Tr
 
     >>> df = spark.createDataFrame([(1715181600.123,)], "timestamp double")
     >>> df.transform(with_event_time()).show(truncate=False)
-    +--------------+-----------------------+
-    |timestamp     |event_time             |
-    +--------------+-----------------------+
+    +----------------+-----------------------+
+    |timestamp       |event_time             |
+    +----------------+-----------------------+
     |1.715181600123E9|2024-05-08 15:20:00.123|
-    +--------------+-----------------------+
+    +----------------+-----------------------+
     """
 
     def transform(df: DataFrame) -> DataFrame:

@@ -19,6 +19,7 @@ df = spark.createDataFrame([('{"id": 1, "value": 21}',)], "value string")
 row = df.transform(parse_json()).transform(valid_records()).transform(add_processed_value()).first()
 print("imported from", pipeline_lib.__file__)
 print("processed_value", row["processed_value"])
+print("shuffle partitions", spark.conf.get("spark.sql.shuffle.partitions"))
 '''
 
 
@@ -38,6 +39,7 @@ def test_spark_submit_imports_the_library_from_the_zip(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"imported from {ZIP}" in result.stdout or "pipeline_lib.zip/pipeline_lib/__init__.py" in result.stdout
     assert "processed_value 42" in result.stdout
+    assert "shuffle partitions 2" in result.stdout  # spark-submit's --conf wins over the defaults
 
 
 def test_setup_cfg_builds_a_wheel_of_the_package(tmp_path):
