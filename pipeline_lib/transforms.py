@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from functools import reduce
 from importlib.metadata import entry_points
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -111,6 +111,39 @@ def _json_path(field: str) -> str:
     return "$['" + field.replace("'", "\\'") + "']"
 
 
+def _rejection_cases(
+    raw: Column,
+    text: Column,
+    parsed: Column,
+    schema: StructType,
+    required: Sequence[str],
+    too_large: Column,
+    max_bytes: Optional[int],
+) -> List[Tuple[Column, str]]:
+    """``(condition, reason)`` pairs, first match wins; none matches for a good row."""
+    keys = F.json_object_keys(text)  # null unless the payload is a JSON object
+    cases = [
+        (raw.isNull(), "payload is null"),
+        (too_large, f"payload exceeds {max_bytes} bytes"),
+        (~F.is_valid_utf8(text), "payload is not valid UTF-8"),
+        (F.trim(text) == "", "payload is empty"),
+        (keys.isNull() & F.json_array_length(text).isNotNull(), "expected a JSON object, got an array"),
+        (keys.isNull() & F.get_json_object(text, "$").isNotNull(), "expected a JSON object, got a scalar"),
+        (keys.isNull(), "invalid JSON"),
+    ]
+    for name in required:
+        cases.append((~F.array_contains(keys, name), f"missing required field '{name}'"))
+        cases.append((parsed[name].isNull() & F.get_json_object(text, _json_path(name)).isNull(), f"field '{name}' is null"))
+    for field in schema.fields:
+        cases.append(
+            (
+                parsed[field.name].isNull() & F.get_json_object(text, _json_path(field.name)).isNotNull(),
+                f"field '{field.name}' is not a valid {field.dataType.simpleString()}",
+            )
+        )
+    return cases
+
+
 @register_transform("parse_json")
 def parse_json(
     schema: StructType = RECORD_SCHEMA,
@@ -147,60 +180,29 @@ def parse_json(
         raise ValueError(f"required fields {unknown_required} are not in the schema")
 
     def transform(df: DataFrame) -> DataFrame:
+        others = [name for name in df.columns if name != column and name not in schema.fieldNames()]
+        # inline() of a one-row array is a generator, which the optimizer does not push filters
+        # through nor inline into later steps: the JSON is parsed once, even when a later step
+        # filters on _error.
+        parsed_once = F.inline(F.array(F.struct(F.from_json(F.col(column).cast("string"), schema).alias("_parsed"))))
+        staged = df.select(*others, column, parsed_once)
         raw = F.col(column)
         text = raw.cast("string")
-        parsed = F.from_json(text, schema)
-        keys = F.json_object_keys(text)
-        # The cheap checks on parsed fields guard the costly re-reads of the JSON, so a good
-        # row pays for one parse and one key listing.
-        some_required_null = (
-            reduce(lambda a, b: a | b, [parsed[name].isNull() for name in required])
-            if required
-            else F.lit(True)
-        )
-        cases = [(raw.isNull(), "payload is null")]
-        if max_bytes is not None:
-            cases.append((F.octet_length(raw) > max_bytes, f"payload exceeds {max_bytes} bytes"))
-        cases += [
-            (~F.is_valid_utf8(text), "payload is not valid UTF-8"),
-            (F.trim(text) == "", "payload is empty"),
-            (
-                some_required_null & keys.isNull() & F.json_array_length(text).isNotNull(),
-                "expected a JSON object, got an array",
-            ),
-            (
-                some_required_null & keys.isNull() & F.get_json_object(text, "$").isNotNull(),
-                "expected a JSON object, got a scalar",
-            ),
-            (some_required_null & keys.isNull(), "invalid JSON"),
-        ]
-        for name in required:
-            cases.append(
-                (
-                    parsed[name].isNull() & ~F.array_contains(keys, name),
-                    f"missing required field '{name}'",
-                )
-            )
-            cases.append(
-                (
-                    parsed[name].isNull() & F.get_json_object(text, _json_path(name)).isNull(),
-                    f"field '{name}' is null",
-                )
-            )
-        for field in schema.fields:
-            cases.append(
-                (
-                    parsed[field.name].isNull()
-                    & F.get_json_object(text, _json_path(field.name)).isNotNull(),
-                    f"field '{field.name}' is not a valid {field.dataType.simpleString()}",
-                )
-            )
-        others = [F.col(name) for name in df.columns if name != column and name not in schema.fieldNames()]
+        parsed = F.col("_parsed")
         valid_utf8 = F.is_valid_utf8(text)
-        return df.select(
-            *[parsed[field.name].alias(field.name) for field in schema.fields],
+        too_large = F.octet_length(raw) > max_bytes if max_bytes is not None else F.lit(False)
+        # A row with every field parsed, of sane size and UTF-8 is good and costs nothing more.
+        # Only the others are re-read to find the reason: Spark evaluates a CASE branch only
+        # for the rows that reach it.
+        suspect = reduce(
+            lambda a, b: a | b,
+            [raw.isNull(), too_large, ~valid_utf8] + [parsed[name].isNull() for name in schema.fieldNames()],
+        )
+        reason = F.when(suspect, _first_match(_rejection_cases(raw, text, parsed, schema, required, too_large, max_bytes)))
+        return staged.select(
+            *[parsed[name].alias(name) for name in schema.fieldNames()],
             *others,
-            _first_match(cases).alias(ERROR_COLUMN),
+            reason.alias(ERROR_COLUMN),
             F.when(valid_utf8, text).otherwise(F.make_valid_utf8(text)).alias(PAYLOAD_COLUMN),
             F.when(~valid_utf8, F.base64(raw.cast("binary"))).alias(PAYLOAD_BASE64_COLUMN),
         )
