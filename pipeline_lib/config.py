@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -251,48 +251,51 @@ def _build(base: Any, data: Any, prefix: str) -> Any:
     """A copy of dataclass instance ``base`` with the fields in ``data``, each type-checked."""
     if not isinstance(data, Mapping):
         raise ConfigError(prefix.rstrip(".") or "config", "must be a mapping")
-    fields = {f.name: f for f in dataclasses.fields(base)}
-    unknown = sorted(set(data) - set(fields))
+    hints = get_type_hints(type(base))
+    unknown = sorted(set(data) - set(hints))
     if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}", f"unknown setting; allowed: {', '.join(fields)}")
-    values = {}
-    for name, value in data.items():
-        values[name] = _coerce(fields[name], getattr(base, name), value, f"{prefix}{name}")
+        raise ConfigError(f"{prefix}{unknown[0]}", f"unknown setting; allowed: {', '.join(hints)}")
+    values = {name: _coerce(hints[name], getattr(base, name), value, f"{prefix}{name}") for name, value in data.items()}
     return dataclasses.replace(base, **values)
 
 
-def _coerce(spec: dataclasses.Field, current: Any, value: Any, name: str) -> Any:
-    annotation = str(spec.type)
+def _coerce(hint: Any, current: Any, value: Any, name: str) -> Any:
+    """``value`` as the type ``hint`` names, or a :class:`ConfigError` naming the field."""
     if dataclasses.is_dataclass(current):
         return _build(current, value, f"{name}.")
-    if name == "transforms":
-        return _transform_specs(value)
-    if value is None and annotation.startswith("Optional"):
-        return None
-    if "Tuple[str" in annotation:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(name, f"must be a list of column names, got {value!r}")
-        return tuple(value)
-    if "bool" in annotation:
+    arguments = [argument for argument in get_args(hint) if argument is not type(None)]
+    optional = get_origin(hint) is Union and type(None) in get_args(hint)
+    if optional:
+        if value is None:
+            return None
+        hint = arguments[0]
+    if get_origin(hint) is tuple:
+        return _transform_specs(value) if get_args(hint)[0] is TransformSpec else _column_names(value, name)
+    if hint is bool:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         if not isinstance(value, bool):
             raise ConfigError(name, f"must be true or false, got {value!r}")
         return value
-    if "int" in annotation or "float" in annotation:
-        number_type = int if "int" in annotation else float
+    if hint in (int, float):
         try:
-            if isinstance(value, bool) or (number_type is int and isinstance(value, float)):
+            if isinstance(value, bool) or (hint is int and isinstance(value, float)):
                 raise ValueError
-            return number_type(value)
+            return hint(value)
         except (TypeError, ValueError):
-            kind = "a whole number" if number_type is int else "a number"
+            kind = "a whole number" if hint is int else "a number"
             raise ConfigError(name, f"must be {kind}, got {value!r}") from None
     if not isinstance(value, str):
         raise ConfigError(name, f"must be a string, got {value!r}")
     return value
+
+
+def _column_names(value: Any, name: str) -> Tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(name, f"must be a list of column names, got {value!r}")
+    return tuple(value)
 
 
 def _transform_specs(value: Any) -> Tuple[TransformSpec, ...]:

@@ -213,15 +213,6 @@ class LocalKafka:
         self.pid_file.unlink(missing_ok=True)
         return True
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash would; the data stays for a restart."""
-        pid = self.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-            while self.pid() is not None:
-                _reap(pid)
-                time.sleep(0.05)
-
 
 def _reap(pid: int) -> None:
     """Collect our own child so it stops counting as alive (no-op for other processes)."""
