@@ -15,7 +15,7 @@ from typing import Any, Dict
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from pipeline_lib.config import FILE_SINK_FORMATS, SinkConfig
+from pipeline_lib.config import SinkConfig
 
 SINK_LOG = "_spark_metadata"
 OWNER_FILE = "pipeline-owner.json"

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 ZIP = ROOT / "dist" / "pipeline_lib.zip"
@@ -34,11 +34,14 @@ def job(name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return run([sys.executable, str(ROOT / "jobs" / f"{name}.py"), *args], **kwargs)
 
 
-def spark_submit(script: Path, *args: str, master: str = "local[2]", **kwargs) -> subprocess.CompletedProcess:
+def spark_submit_command(script: Path, *args: str, master: str = "local[2]") -> List[str]:
     """The deployment path: ``spark-submit --py-files dist/pipeline_lib.zip --jars ... script``."""
-    command = [
+    return [
         str(SPARK_SUBMIT), "--master", master, "--py-files", str(ZIP), "--jars", connector_jars_arg(),
         "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2",
         str(script), *args,
     ]
-    return run(command, **kwargs)
+
+
+def spark_submit(script: Path, *args: str, master: str = "local[2]", **kwargs) -> subprocess.CompletedProcess:
+    return run(spark_submit_command(script, *args, master=master), **kwargs)

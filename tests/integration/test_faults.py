@@ -8,24 +8,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
 
 from pipeline_lib.sinks import CheckpointMismatchError
-from tests.helpers import ROOT, SPARK_SUBMIT, ZIP, connector_jars_arg
+from tests.helpers import ROOT, spark_submit_command
 from tests.integration.test_pipeline import produce, read_csv, stream
 
 
 def stream_command(bootstrap, topic, folder, *extra):
-    return [
-        str(SPARK_SUBMIT), "--master", "local[2]", "--py-files", str(ZIP), "--jars", connector_jars_arg(),
-        "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2",
-        str(ROOT / "jobs" / "stream.py"), "--bootstrap-servers", bootstrap, "--topic", topic,
+    return spark_submit_command(
+        ROOT / "jobs" / "stream.py", "--bootstrap-servers", bootstrap, "--topic", topic,
         "--output", str(folder / "output"), "--checkpoint", str(folder / "checkpoint"),
         "--quarantine", str(folder / "quarantine"), *extra,
-    ]
+    )
 
 
 def start(command, log_path):

@@ -1,7 +1,6 @@
 """Produce -> real Kafka -> Spark Structured Streaming -> CSV, exactly once."""
 
 import json
-import sys
 
 from kafka import KafkaConsumer
 from pyspark.sql import functions as F
