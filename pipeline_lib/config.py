@@ -394,6 +394,11 @@ def _validate_pipeline(config: PipelineConfig) -> None:
         f"must be above 0, got {source.max_offsets_per_trigger}",
     )
     _require(source.connect_timeout > 0, "source.connect_timeout", f"must be above 0, got {source.connect_timeout}")
+    _require(
+        source.type != "rate" or config.trigger.startswith("processing-time="),
+        "trigger",
+        "the rate source has nothing available at start; use processing-time=<interval> with it",
+    )
     _require(source.rows_per_second > 0, "source.rows_per_second", f"must be above 0, got {source.rows_per_second}")
     for index, spec in enumerate(config.transforms):
         try:

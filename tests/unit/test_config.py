@@ -80,6 +80,7 @@ def test_transforms_are_listed_by_name_or_with_options(tmp_path):
         ({"source.max_offsets_per_trigger": 0}, "source.max_offsets_per_trigger", "above 0"),
         ({"source.max_offsets_per_trigger": "many"}, "source.max_offsets_per_trigger", "whole number"),
         ({"source.type": "files"}, "source.path", "required"),
+        ({"source.type": "rate"}, "trigger", "processing-time"),
         ({"output.format": "xlsx"}, "output.format", "csv, parquet, json, console"),
         ({"quarantine.format": "csv"}, "quarantine.format", "json or parquet"),
         ({"quarantine.path": "output"}, "quarantine.path", "must differ from output.path"),
