@@ -64,6 +64,7 @@ kafka-down: install
 
 bench: install jars dist
 	$(PY) bench/bench_transforms.py
+	$(PY) bench/bench_stream.py
 
 clean:
 	rm -rf dist .demo .pytest_cache $(SPARK_JARS_DIR) infra/kafka/libs

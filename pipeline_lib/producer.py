@@ -65,7 +65,6 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             max_block_ms=int(config.timeout * 1000),
             bootstrap_timeout_ms=int(config.timeout * 1000),
             client_id="pipeline-producer",
-            key_serializer=lambda key: str(key).encode("utf-8"),
             **kafka.client_options(),
         )
     except KafkaUnavailableError as error:
@@ -84,7 +83,7 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             if interval:
                 next_send += interval
                 time.sleep(max(0.0, next_send - time.monotonic()))
-            futures.append(producer.send(kafka.topic, key=record["id"], value=encode(record)))
+            futures.append(producer.send(kafka.topic, key=str(record["id"]).encode("utf-8"), value=encode(record)))
         producer.flush(timeout=config.timeout)
     except KafkaError as error:
         emit(f"send interrupted: {describe(error)}")
