@@ -145,7 +145,8 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM (Kestra's timeout, ``kill``) stops the queries between batches, not mid-write."""
+    """SIGTERM (Kestra's timeout, ``kill``) and SIGINT stop the queries; a batch cut short is not
+    committed, so the next run redoes it without writing twice."""
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop())
 
