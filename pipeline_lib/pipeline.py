@@ -125,12 +125,13 @@ class ProgressPrinter(StreamingQueryListener):
         )
 
     def wait_for(self, query: StreamingQuery, timeout: float = 10.0) -> None:
-        """Wait until the listener has seen the query's last batch (events arrive async)."""
-        last = query.lastProgress
-        if last is None:
+        """Wait until the listener has seen the query's last batch that read rows: events arrive
+        asynchronously. (An idle query's progress repeats the next batch id, with no rows.)"""
+        with_rows = [progress["batchId"] for progress in query.recentProgress if progress["numInputRows"]]
+        if not with_rows:
             return
         deadline = time.monotonic() + timeout
-        while self.totals[query.name].last_batch_id < last["batchId"] and time.monotonic() < deadline:
+        while self.totals[query.name].last_batch_id < with_rows[-1] and time.monotonic() < deadline:
             time.sleep(0.05)
 
 

@@ -221,3 +221,25 @@ def test_refusal_reaches_the_command_line_as_one_line(bootstrap, topic, tmp_path
     assert result.returncode == 1
     assert len(errors) == 1 and "belongs to the query writing /somewhere/else" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_a_running_job_promptly_with_its_summary(bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 30)
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    job = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs" / "stream.py"), "--bootstrap-servers", bootstrap, "--topic", topic,
+         "--output", str(tmp_path / "output"), "--checkpoint", str(tmp_path / "checkpoint"),
+         "--quarantine", str(tmp_path / "quarantine"), "--trigger", "processing-time=1s"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT,
+    )
+    try:
+        wait_until(lambda: len(batch_files(tmp_path, "commits")) >= 1, 180, "first batch committed")
+        time.sleep(3)  # idle triggers now: nothing more to read
+        job.send_signal(signal.SIGTERM)
+        stdout, _ = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+
+    assert job.returncode == 0
+    assert "done: 30 rows written, 0 quarantined" in stdout

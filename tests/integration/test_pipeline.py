@@ -203,3 +203,32 @@ def test_spark_submit_runs_the_stream_job_from_the_zip(spark, bootstrap, topic, 
     assert_ids_once(read_csv(spark, tmp_path), range(1, 21))
     header = next((tmp_path / "output").glob("part-*.csv")).read_text().splitlines()[0]
     assert header == "id,value,timestamp,processed_value"
+
+
+def test_parquet_output_keeps_the_column_types(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 10)
+
+    stream(spark, bootstrap, topic, tmp_path, **{"output.format": "parquet"})
+
+    output = spark.read.parquet(str(tmp_path / "output"))
+    assert output.schema.simpleString() == "struct<id:bigint,value:int,timestamp:double,processed_value:bigint>"
+    assert_ids_once(output, range(1, 11))
+
+
+def test_configured_transforms_shape_the_output(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 5)
+
+    stream(
+        spark, bootstrap, topic, tmp_path,
+        **{
+            "output.format": "json",
+            "output.columns": "id,processed_value,event_time",
+            "transforms": [{"name": "add_processed_value", "options": {"factor": 10}}, "with_event_time"],
+        },
+    )
+
+    output = spark.read.json(str(tmp_path / "output"))
+    assert output.columns == ["event_time", "id", "processed_value"]  # JSON reads columns sorted
+    assert output.where("event_time IS NULL").count() == 0
+    produced = {row["id"]: row["processed_value"] for row in output.collect()}
+    assert sorted(produced) == [1, 2, 3, 4, 5] and all(value % 10 == 0 for value in produced.values())
