@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union, get_args, get_ori
 import yaml
 
 from pipeline_lib.schema import PROCESSED_COLUMNS
-from pipeline_lib.transforms import UnknownTransformError, get_transform
+from pipeline_lib.transforms import PARSE_STAGE, UnknownTransformError, get_transform
 
 
 class ConfigError(ValueError):
@@ -401,6 +401,11 @@ def _validate_pipeline(config: PipelineConfig) -> None:
     )
     _require(source.rows_per_second > 0, "source.rows_per_second", f"must be above 0, got {source.rows_per_second}")
     for index, spec in enumerate(config.transforms):
+        _require(
+            spec.name not in PARSE_STAGE,
+            f"transforms[{index}]",
+            f"{spec.name} is part of the parse stage, which always runs first; list only transforms of the valid rows",
+        )
         try:
             get_transform(spec.name, **spec.options)
         except (UnknownTransformError, TypeError, ValueError) as error:

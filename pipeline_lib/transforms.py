@@ -40,6 +40,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
 ENTRY_POINT_GROUP = "pipeline_lib.transforms"
 
+# The parse stage, which a pipeline runs before its configured transforms.
+PARSE_STAGE = ("parse_json", "valid_records", "quarantined_records")
+
 _REGISTRY: Dict[str, TransformFactory] = {}
 
 
@@ -56,12 +59,18 @@ def register_transform(name: str) -> Callable[[TransformFactory], TransformFacto
     """
 
     def decorator(factory: TransformFactory) -> TransformFactory:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"a transform named {name!r} is already registered")
+        existing = _REGISTRY.get(name)
+        # The same function defined again (a notebook cell run twice) replaces itself.
+        if existing is not None and _origin(existing) != _origin(factory):
+            raise ValueError(f"a transform named {name!r} is already registered by {'.'.join(_origin(existing))}")
         _REGISTRY[name] = factory
         return factory
 
     return decorator
+
+
+def _origin(factory: TransformFactory) -> Tuple[str, str]:
+    return (factory.__module__, factory.__qualname__)
 
 
 def known_transforms() -> Tuple[str, ...]:

@@ -105,6 +105,13 @@ def test_unknown_transform_names_its_position_and_the_known_ones(tmp_path):
         load_pipeline_config(path, environ={})
 
 
+def test_parse_stage_cannot_be_listed_as_a_transform(tmp_path):
+    path = write(tmp_path, "transforms: [parse_json, add_processed_value]\n")
+
+    with pytest.raises(ConfigError, match=r"transforms\[0\]: parse_json is part of the parse stage, which always runs first"):
+        load_pipeline_config(path, environ={})
+
+
 def test_bad_transform_option_is_a_config_error(tmp_path):
     path = write(tmp_path, "transforms:\n  - name: add_processed_value\n    options: {factor: two}\n")
 

@@ -138,6 +138,18 @@ def test_new_transforms_can_be_registered(spark):
     assert result.first()["value"] == -5
 
 
-def test_a_name_cannot_be_registered_twice():
-    with pytest.raises(ValueError, match="already registered"):
+def test_a_name_cannot_be_taken_by_another_function():
+    with pytest.raises(ValueError, match="already registered by pipeline_lib.transforms.add_processed_value"):
         register_transform("add_processed_value")(lambda: None)
+
+
+def test_the_same_function_defined_again_replaces_itself(spark):
+    def define(offset):
+        @register_transform("shift_value")
+        def shift_value():
+            return lambda df: df.withColumn("value", F.col("value") + offset)
+
+    define(1)
+    define(5)
+
+    assert spark.createDataFrame([(1,)], "value int").transform(get_transform("shift_value")).first()["value"] == 6
