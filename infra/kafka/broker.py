@@ -236,8 +236,8 @@ def main(argv: Optional[list] = None) -> int:
         verb = "started" if started else "already running"
         print(f"Kafka {verb} on {broker.bootstrap_servers} (pid {broker.pid()}, log {broker.log_file})")
     elif args.action == "stop":
-        stopped = broker.stop()
-        print(f"Kafka stopped (was pid from {broker.pid_file})" if stopped else "Kafka was not running")
+        pid = broker.pid()
+        print(f"Kafka stopped (pid {pid})" if broker.stop() else "Kafka was not running")
     else:
         pid = broker.pid()
         print(f"Kafka running, pid {pid}" if pid else "Kafka not running")
