@@ -14,6 +14,10 @@ from pipeline_lib.config import KafkaConfig, SourceConfig
 from pipeline_lib.kafka_client import topic_exists
 
 
+class TopicNotFoundError(RuntimeError):
+    """The Kafka topic to read does not exist."""
+
+
 def read_stream(spark: SparkSession, source: SourceConfig, kafka: KafkaConfig) -> DataFrame:
     """The streaming DataFrame that ``source`` describes.
 
@@ -26,9 +30,13 @@ def read_stream(spark: SparkSession, source: SourceConfig, kafka: KafkaConfig) -
 
 
 def _kafka(spark: SparkSession, source: SourceConfig, kafka: KafkaConfig) -> DataFrame:
-    # Spark's Kafka source retries an unreachable broker or bad credentials without end; ask
-    # once, bounded, so such a run stops at once with the reason.
-    topic_exists(kafka, source.connect_timeout)
+    # Spark's Kafka source retries an unreachable broker or bad credentials without end, and
+    # reports a missing topic as a stack trace; ask once, bounded, and stop with the reason.
+    if not topic_exists(kafka, source.connect_timeout):
+        raise TopicNotFoundError(
+            f"topic {kafka.topic!r} does not exist on {kafka.bootstrap_servers}; "
+            "jobs/produce.py creates it, or check --topic"
+        )
     reader = (
         spark.readStream.format("kafka")
         .options(**kafka.spark_options())

@@ -232,3 +232,15 @@ def test_configured_transforms_shape_the_output(spark, bootstrap, topic, tmp_pat
     assert output.where("event_time IS NULL").count() == 0
     produced = {row["id"]: row["processed_value"] for row in output.collect()}
     assert sorted(produced) == [1, 2, 3, 4, 5] and all(value % 10 == 0 for value in produced.values())
+
+
+def test_stream_job_names_a_missing_topic(bootstrap, tmp_path):
+    result = job(
+        "stream", "--bootstrap-servers", bootstrap, "--topic", "no-such-topic", "--output", str(tmp_path / "o"),
+        "--checkpoint", str(tmp_path / "c"), "--quarantine", str(tmp_path / "q"), timeout=300,
+    )
+
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1
+    assert errors == [f"error: TopicNotFoundError: topic 'no-such-topic' does not exist on {bootstrap}; jobs/produce.py creates it, or check --topic"]
+    assert not (tmp_path / "o").exists()
