@@ -149,8 +149,6 @@ def run_pipeline(
     """
     started = time.monotonic()
     streams = build_streams(spark, config)
-    printer = ProgressPrinter(emit, list(streams))
-    spark.streams.addListener(printer)
     trigger = spark_trigger(config.trigger)
     sinks = {OUTPUT_QUERY: config.output, QUARANTINE_QUERY: config.quarantine}
     checkpoints = {name: os.path.join(config.checkpoint, name) for name in streams}
@@ -158,17 +156,20 @@ def run_pipeline(
     for name, sink in sinks.items():
         if sink.format in FILE_SINK_FORMATS:
             claim_checkpoint(checkpoints[name], sink.path)
+    printer = ProgressPrinter(emit, list(streams))
+    spark.streams.addListener(printer)
     queries: List[StreamingQuery] = []
     try:
         for name, df in streams.items():
             queries.append(start_sink(df, sinks[name], checkpoints[name], trigger, name))
         _await(queries, stop_event)
-        for query in queries:
-            printer.wait_for(query)
     finally:
         for query in queries:
             if query.isActive:
                 query.stop()
+        # Only once stopped is a query's progress final; its last events may still be on the way.
+        for query in queries:
+            printer.wait_for(query)
         spark.streams.removeListener(printer)
     return RunSummary(totals=printer.totals, seconds=time.monotonic() - started)
 

@@ -209,6 +209,7 @@ def test_checkpoint_of_another_output_is_refused(spark, bootstrap, topic, tmp_pa
 def test_refusal_reaches_the_command_line_as_one_line(bootstrap, topic, tmp_path):
     from tests.helpers import job
 
+    produce(bootstrap, topic, 1)
     (tmp_path / "checkpoint" / "output").mkdir(parents=True)
     (tmp_path / "checkpoint" / "output" / "pipeline-owner.json").write_text('{"output": "/somewhere/else"}')
 
