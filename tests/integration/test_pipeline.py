@@ -22,11 +22,10 @@ def produce(bootstrap, topic, count, start_id=1):
     assert send_records(config, emit=lambda line: None) == count
 
 
-def stream(spark, bootstrap, topic, folder, **overrides):
+def run_in(spark, folder, stop_event=None, **overrides):
+    """Run the pipeline in-process with output, quarantine and checkpoint under ``folder``."""
     config = load_pipeline_config(
         overrides={
-            "kafka.bootstrap_servers": bootstrap,
-            "kafka.topic": topic,
             "output.path": str(folder / "output"),
             "quarantine.path": str(folder / "quarantine"),
             "checkpoint": str(folder / "checkpoint"),
@@ -34,7 +33,11 @@ def stream(spark, bootstrap, topic, folder, **overrides):
         },
         environ={},
     )
-    return run_pipeline(spark, config, emit=lambda line: None)
+    return run_pipeline(spark, config, emit=lambda line: None, stop_event=stop_event)
+
+
+def stream(spark, bootstrap, topic, folder, **overrides):
+    return run_in(spark, folder, **{"kafka.bootstrap_servers": bootstrap, "kafka.topic": topic, **overrides})
 
 
 def read_csv(spark, folder):

@@ -2,25 +2,14 @@
 
 import threading
 
-from pipeline_lib.config import load_pipeline_config
-from pipeline_lib.pipeline import run_pipeline
-from tests.integration.test_pipeline import read_csv, read_quarantine
+from tests.integration.test_pipeline import read_csv, read_quarantine, run_in
 
 
 def run(spark, folder, stop_after=None, **overrides):
-    config = load_pipeline_config(
-        overrides={
-            "output.path": str(folder / "output"),
-            "quarantine.path": str(folder / "quarantine"),
-            "checkpoint": str(folder / "checkpoint"),
-            **overrides,
-        },
-        environ={},
-    )
     stop = threading.Event()
     if stop_after:
         threading.Timer(stop_after, stop.set).start()
-    return run_pipeline(spark, config, emit=lambda line: None, stop_event=stop)
+    return run_in(spark, folder, stop_event=stop, **overrides)
 
 
 def test_files_source_reads_new_json_lines_files_once(spark, tmp_path):
