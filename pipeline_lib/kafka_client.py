@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import struct
+from contextlib import contextmanager
+from typing import Iterator
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -45,9 +47,14 @@ def admin_client(kafka: KafkaConfig, timeout: float) -> KafkaAdminClient:
                 f"Kafka at {kafka.bootstrap_servers} refused the credentials of user "
                 f"{kafka.sasl_username!r}: {refusal}"
             ) from None
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}"
-        ) from None
+        raise unreachable(kafka, timeout, error) from None
+
+
+def unreachable(kafka: KafkaConfig, timeout: float, error: BaseException) -> KafkaUnavailableError:
+    """The error for a broker that did not answer within ``timeout`` seconds."""
+    return KafkaUnavailableError(
+        f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}"
+    )
 
 
 def _plain_credentials_refusal(kafka: KafkaConfig, timeout: float) -> str:
@@ -93,28 +100,33 @@ def _read(conn: socket.socket, count: int) -> bytes:
     return data
 
 
-def topic_exists(kafka: KafkaConfig, timeout: float) -> bool:
-    """Whether ``kafka.topic`` exists; checks reachability and credentials on the way."""
+@contextmanager
+def _admin(kafka: KafkaConfig, timeout: float) -> Iterator[KafkaAdminClient]:
+    """A connected admin client, closed afterwards; its Kafka errors become KafkaUnavailableError."""
     admin = admin_client(kafka, timeout)
     try:
-        return kafka.topic in admin.list_topics()
+        yield admin
+    except TopicAlreadyExistsError:
+        raise  # an answer, not an outage: ensure_topic handles it
     except KafkaError as error:
         raise KafkaUnavailableError(f"Kafka at {kafka.bootstrap_servers}: {describe(error)}") from None
     finally:
         admin.close()
+
+
+def topic_exists(kafka: KafkaConfig, timeout: float) -> bool:
+    """Whether ``kafka.topic`` exists; checks reachability and credentials on the way."""
+    with _admin(kafka, timeout) as admin:
+        return kafka.topic in admin.list_topics()
 
 
 def ensure_topic(kafka: KafkaConfig, partitions: int, timeout: float) -> bool:
     """Create ``kafka.topic`` with ``partitions`` if missing; True when this call created it."""
-    admin = admin_client(kafka, timeout)
     try:
-        if kafka.topic in admin.list_topics():
-            return False
-        admin.create_topics([NewTopic(kafka.topic, partitions, 1)], timeout_ms=int(timeout * 1000))
-        return True
+        with _admin(kafka, timeout) as admin:
+            if kafka.topic in admin.list_topics():
+                return False
+            admin.create_topics([NewTopic(kafka.topic, partitions, 1)], timeout_ms=int(timeout * 1000))
+            return True
     except TopicAlreadyExistsError:
         return False
-    except KafkaError as error:
-        raise KafkaUnavailableError(f"Kafka at {kafka.bootstrap_servers}: {describe(error)}") from None
-    finally:
-        admin.close()

@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline_lib.config import ProducerConfig
-from pipeline_lib.kafka_client import KafkaUnavailableError, describe, ensure_topic
+from pipeline_lib.kafka_client import KafkaUnavailableError, describe, ensure_topic, unreachable
 
 
 class ProduceError(RuntimeError):
@@ -70,11 +70,7 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
     except KafkaUnavailableError as error:
         raise ProduceError(str(error), 0, config.count) from None
     except KafkaError as error:
-        raise ProduceError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers} within {config.timeout:g}s: {describe(error)}",
-            0,
-            config.count,
-        ) from None
+        raise ProduceError(str(unreachable(kafka, config.timeout, error)), 0, config.count) from None
     futures: List = []
     interval = 1.0 / config.rate if config.rate else 0.0
     next_send = time.monotonic()
