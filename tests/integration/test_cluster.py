@@ -23,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
+import pyspark
 import pytest
 
 from infra.kafka.broker import free_port
 from tests.helpers import ROOT, SPARK_SUBMIT, job, run, spark_submit_command
 
 SPARK_CLASS = SPARK_SUBMIT.parent / "spark-class"
+# Given, not searched for: the search runs a Python, which under another user may be another one.
+SPARK_HOME = str(Path(pyspark.__file__).parent)
 
 EXECUTOR_PROBE = '''
 import json, os, sys
@@ -121,7 +124,7 @@ def cluster(tmp_path_factory, cluster_user, shared):
     logs = tmp_path_factory.mktemp("spark-cluster")
     port, ui_port = free_port(), free_port()
     master_url = f"spark://127.0.0.1:{port}"
-    env = dict(os.environ, HOME=str(shared))
+    env = dict(os.environ, HOME=str(shared), SPARK_HOME=SPARK_HOME)
     cluster_log = open(logs / "cluster.log", "ab")
     processes = [
         start(cluster_user.prefix + [
@@ -163,7 +166,7 @@ def submit(script, *args, master, executor_python, shared, prefix=()):
     """spark-submit as the given user (``prefix``), with the shared folder as working folder."""
     return run(
         [*prefix, *spark_submit_command(script, *args, master=master)],
-        env={"PYSPARK_PYTHON": executor_python, "HOME": str(shared)}, cwd=shared,
+        env={"PYSPARK_PYTHON": executor_python, "HOME": str(shared), "SPARK_HOME": SPARK_HOME}, cwd=shared,
     )
 
 
