@@ -7,18 +7,14 @@ Exit codes: 0 success, 1 the work failed (a one-line reason on stderr), 2 bad co
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from pipeline_lib.config import (
-    SINK_FORMATS,
-    SOURCE_TYPES,
-    ConfigError,
-    load_pipeline_config,
-    load_producer_config,
-)
+from pipeline_lib.config import ConfigError
+from pipeline_lib.kafka_client import KAFKA_ENVIRONMENT
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -35,43 +31,69 @@ class _OneLineParser(argparse.ArgumentParser):
         raise ConfigError("arguments", message)
 
 
-def _parser(description: str, flags: Dict[str, Dict[str, Any]]) -> argparse.ArgumentParser:
-    parser = _OneLineParser(description=description)
-    parser.add_argument("--config", help="YAML file; flags override it, it overrides defaults")
+ENVIRONMENT_HELP = "environment: " + ", ".join(KAFKA_ENVIRONMENT) + " (flags override them, they override --config)"
+EXIT_HELP = "exit codes: 0 done, 1 the work failed (one line on stderr), 2 bad configuration (one line naming the option)"
+
+
+def _parser(description: str, flags: Dict[str, Dict[str, Any]], epilog: str = "") -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        description=description,
+        epilog="\n".join(filter(None, [epilog, ENVIRONMENT_HELP, EXIT_HELP])),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file; flags override it, it overrides defaults")
     for flag, options in flags.items():
-        parser.add_argument(flag, default=None, **options)
+        parser.add_argument(flag, default=None, metavar=options.pop("metavar", "VALUE"), **options)
     return parser
 
 
 PRODUCE_FLAGS: Dict[str, Dict[str, Any]] = {
-    "--bootstrap-servers": dict(dest="kafka.bootstrap_servers", help="host:port[,host:port]"),
-    "--topic": dict(dest="kafka.topic", help="topic to send to (default input-data)"),
-    "--count": dict(dest="count", type=int, help="records to send (default 20)"),
-    "--rate": dict(dest="rate", type=float, help="records per second (default: unlimited)"),
-    "--seed": dict(dest="seed", type=int, help="seed of the random values"),
-    "--start-id": dict(dest="start_id", type=int, help="first id (default 1)"),
-    "--partitions": dict(dest="partitions", type=int, help="partitions if the topic is created (default 1)"),
-    "--timeout": dict(dest="timeout", type=float, help="seconds to reach the broker and be acknowledged (default 30)"),
+    "--bootstrap-servers": dict(dest="kafka.bootstrap_servers", metavar="HOST:PORT", help="broker(s), comma-separated (default 127.0.0.1:9092)"),
+    "--topic": dict(dest="kafka.topic", metavar="NAME", help="topic to send to (default input-data)"),
+    "--count": dict(dest="count", type=int, metavar="N", help="records to send (default 20)"),
+    "--rate": dict(dest="rate", type=float, metavar="PER_SECOND", help="records per second (default: as fast as acknowledged)"),
+    "--seed": dict(dest="seed", type=int, metavar="N", help="seed of the random values (default: random)"),
+    "--start-id": dict(dest="start_id", type=int, metavar="ID", help="first id (default: one past the highest id on the topic)"),
+    "--partitions": dict(dest="partitions", type=int, metavar="N", help="partitions if the topic is created (default 1)"),
+    "--timeout": dict(dest="timeout", type=float, metavar="SECONDS", help="to reach the broker and be acknowledged (default 30)"),
 }
 
-STREAM_FLAGS: Dict[str, Dict[str, Any]] = {
-    "--bootstrap-servers": dict(dest="kafka.bootstrap_servers", help="host:port[,host:port]"),
-    "--topic": dict(dest="kafka.topic", help="topic to read (default input-data)"),
-    "--source": dict(dest="source.type", help=f"one of {', '.join(SOURCE_TYPES)} (default kafka)"),
-    "--source-path": dict(dest="source.path", help="folder of JSON-lines files, for --source files"),
-    "--starting-offsets": dict(dest="source.starting_offsets", help="earliest (default) or latest"),
-    "--max-offsets-per-trigger": dict(dest="source.max_offsets_per_trigger", type=int, help="cap per micro-batch"),
-    "--output": dict(dest="output.path", help="output folder (default output)"),
-    "--format": dict(dest="output.format", help=f"one of {', '.join(SINK_FORMATS)} (default csv)"),
-    "--quarantine": dict(dest="quarantine.path", help="folder for rejected records, JSON lines"),
-    "--checkpoint": dict(dest="checkpoint", help="checkpoint folder; one subfolder per query"),
-    "--trigger": dict(dest="trigger", help="available-now (default), once, processing-time=5s"),
-    "--show": dict(dest="show", type=int, help="print up to N output rows after an available-now run"),
-}
+
+def _stream_flags() -> Dict[str, Dict[str, Any]]:
+    from pipeline_lib.sinks import SINKS
+    from pipeline_lib.sources import SOURCES
+
+    return {
+        "--bootstrap-servers": dict(dest="kafka.bootstrap_servers", metavar="HOST:PORT", help="broker(s), comma-separated (default 127.0.0.1:9092)"),
+        "--topic": dict(dest="kafka.topic", metavar="NAME", help="topic to read (default input-data)"),
+        "--source": dict(dest="source.type", metavar="TYPE", help=f"one of {', '.join(SOURCES.names())} (default kafka)"),
+        "--source-path": dict(dest="source.path", metavar="DIR", help="folder of JSON-lines files, for --source files"),
+        "--starting-offsets": dict(dest="source.starting_offsets", metavar="WHERE", help="earliest (default) or latest"),
+        "--max-offsets-per-trigger": dict(dest="source.max_offsets_per_trigger", type=int, metavar="N", help="records per micro-batch at most (default: all)"),
+        "--connect-timeout": dict(dest="source.connect_timeout", type=float, metavar="SECONDS", help="to reach the broker before starting (default 30)"),
+        "--output": dict(dest="output.path", metavar="DIR", help="output folder (default output)"),
+        "--format": dict(dest="output.format", metavar="FORMAT", help=f"one of {', '.join(SINKS.names())} (default csv)"),
+        "--quarantine": dict(dest="quarantine.path", metavar="DIR", help="folder of rejected records, JSON lines (default quarantine)"),
+        "--checkpoint": dict(dest="checkpoint", metavar="DIR", help="the query's checkpoint folder (default checkpoint)"),
+        "--trigger": dict(dest="trigger", metavar="WHEN", help="available-now (default), once, processing-time=5s"),
+        "--show": dict(dest="show", type=int, metavar="N", help="print up to N output rows after the run"),
+    }
 
 
 def _overrides(args: argparse.Namespace, flags: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     return {options["dest"]: getattr(args, options["dest"]) for options in flags.values()}
+
+
+def _as_typed(error: ConfigError, flags: Dict[str, Dict[str, Any]], overrides: Dict[str, Any]) -> ConfigError:
+    """``error`` naming what the user wrote: the flag, or the environment variable, if the
+    value came from one; the dotted key of the file otherwise."""
+    for flag, options in flags.items():
+        if options["dest"] == error.field and overrides.get(error.field) is not None:
+            return ConfigError(flag, str(error)[len(error.field) + 2:])
+    for variable, key in KAFKA_ENVIRONMENT.items():
+        if key == error.field and os.environ.get(variable) and overrides.get(key) is None:
+            return ConfigError(variable, str(error)[len(error.field) + 2:])
+    return error
 
 
 def _fail(code: int, message: str) -> int:
@@ -93,13 +115,15 @@ def kestra_outputs(outputs: Dict[str, Any]) -> None:
 
 
 def produce_main(argv: Optional[Sequence[str]] = None) -> int:
-    from pipeline_lib.producer import ProduceError, send_records
+    from pipeline_lib.producer import ProduceError, load_producer_config, send_records
 
+    overrides: Dict[str, Any] = {}
     try:
         args = _parser("Send generated records to Kafka.", PRODUCE_FLAGS).parse_args(argv)
-        config = load_producer_config(args.config, _overrides(args, PRODUCE_FLAGS))
+        overrides = _overrides(args, PRODUCE_FLAGS)
+        config = load_producer_config(args.config, overrides)
     except ConfigError as error:
-        return _fail(EXIT_CONFIG, str(error))
+        return _fail(EXIT_CONFIG, str(_as_typed(error, PRODUCE_FLAGS, overrides)))
     try:
         sent = send_records(config, emit=_say)
     except ProduceError as error:
@@ -111,34 +135,36 @@ def produce_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def stream_main(argv: Optional[Sequence[str]] = None) -> int:
+    from pipeline_lib.pipeline import load_pipeline_config
+
+    flags = _stream_flags()
+    overrides: Dict[str, Any] = {}
     try:
-        args = _parser("Stream records from a source through the transforms into files.", STREAM_FLAGS).parse_args(argv)
-        overrides = _overrides(args, STREAM_FLAGS)
+        args = _parser("Stream records from a source through the transforms into files.", flags).parse_args(argv)
+        overrides = _overrides(args, flags)
         show = overrides.pop("show")
         if show is not None and show < 0:
             raise ConfigError("--show", f"must be 0 or more, got {show}")
         config = load_pipeline_config(args.config, overrides)
     except ConfigError as error:
-        return _fail(EXIT_CONFIG, str(error))
+        return _fail(EXIT_CONFIG, str(_as_typed(error, flags, overrides)))
 
     from pipeline_lib.pipeline import run_pipeline
     from pipeline_lib.session import get_spark
-    from pipeline_lib.sinks import read_output
 
     stop = threading.Event()
     _stop_on_signals(stop.set)
-    source = config.kafka.topic if config.source.type == "kafka" else config.source.type
     _say(
-        f"reading {source}, writing {config.output.format} to {config.output.path}, "
-        f"quarantine to {config.quarantine.path}, trigger {config.trigger}"
+        f"reading {config.source.describe()}, writing {config.output.describe()}, "
+        f"quarantine {config.quarantine.describe()}, trigger {config.trigger}"
     )
     try:
         spark = get_spark(config.app_name)
         summary = run_pipeline(spark, config, emit=_say, stop_event=stop)
         _say(summary.line())
         kestra_outputs({"rows_written": summary.written, "rows_quarantined": summary.quarantined})
-        if show and config.output.format != "console":
-            read_output(spark, config.output).orderBy("id").show(show, truncate=False)
+        if show and config.output.location:
+            config.output.read(spark).orderBy("id").show(show, truncate=False)
     except Exception as error:  # noqa: BLE001 (every failure ends as one line and exit 1)
         return _fail(EXIT_FAILED, one_line(error))
     return 0

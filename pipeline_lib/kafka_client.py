@@ -1,17 +1,123 @@
-"""kafka-python clients built from a :class:`KafkaConfig`, shared by the producer and sources."""
+"""The Kafka connection settings and the kafka-python clients built from them (no pyspark).
+
+Shared by the producer, the Kafka source's preflight check and the tests. Spark's own options
+for the same settings are rendered by the Kafka source (``pipeline_lib.sources.kafka``).
+"""
 
 from __future__ import annotations
 
-import socket
-import struct
+import os
+import re
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Dict, Iterator, Literal, Optional
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError
+from pydantic import Field, field_validator, model_validator
 
-from pipeline_lib.config import KafkaConfig
+from pipeline_lib.config import Settings
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+# Environment variables for the connection, each naming a field of the ``kafka`` section.
+KAFKA_ENVIRONMENT = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
+    "KAFKA_TOPIC": "kafka.topic",
+    "KAFKA_SECURITY_PROTOCOL": "kafka.security_protocol",
+    "KAFKA_SASL_MECHANISM": "kafka.sasl_mechanism",
+    "KAFKA_SASL_USERNAME": "kafka.sasl_username",
+    "KAFKA_SASL_PASSWORD": "kafka.sasl_password",
+    "KAFKA_SSL_CAFILE": "kafka.ssl_cafile",
+    "KAFKA_SSL_CERTFILE": "kafka.ssl_certfile",
+    "KAFKA_SSL_KEYFILE": "kafka.ssl_keyfile",
+    "KAFKA_SSL_PASSWORD": "kafka.ssl_password",
+}
+
+_BOOTSTRAP_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+class KafkaSettings(Settings):
+    """Where the broker is and how to authenticate.
+
+    >>> KafkaSettings(bootstrap_servers="127.0.0.1:9092").client_options()
+    {'bootstrap_servers': '127.0.0.1:9092', 'security_protocol': 'PLAINTEXT'}
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "input-data"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]] = None
+    sasl_username: Optional[str] = None
+    sasl_password: Optional[str] = Field(default=None, repr=False)
+    ssl_cafile: Optional[str] = None  # PEM: the CA that signed the broker's certificate
+    ssl_certfile: Optional[str] = None  # PEM: this client's certificate (mutual TLS)
+    ssl_keyfile: Optional[str] = None  # PEM: this client's private key
+    ssl_password: Optional[str] = Field(default=None, repr=False)  # of an encrypted key file
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        for address in value.split(","):
+            match = _BOOTSTRAP_ADDRESS.match(address.strip())
+            if match is None or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"{address.strip()!r} is not host:port (port 1-65535); give a comma-separated list")
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value) is None:
+            raise ValueError(f"{value!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; 1-249 chars)")
+        return value
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _existing_file(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "KafkaSettings":
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism is None:
+                raise _field_error("sasl_mechanism", f"is required with {self.security_protocol}; allowed: {', '.join(SASL_MECHANISMS)}")
+            for name in ("sasl_username", "sasl_password"):
+                if not getattr(self, name):
+                    raise _field_error(name, f"is required with {self.security_protocol}")
+        elif self.sasl_mechanism is not None:
+            raise _field_error("sasl_mechanism", f"needs security_protocol SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise _field_error("ssl_keyfile", "ssl_certfile and ssl_keyfile go together (a client certificate and its key)")
+        return self
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def client_options(self) -> Dict[str, Any]:
+        """Keyword arguments for kafka-python's producer, consumer and admin clients."""
+        options: Dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.uses_ssl:
+            # Hostname checks stay on: a certificate must name the broker it is served by.
+            options["ssl_check_hostname"] = True
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+                if getattr(self, name):
+                    options[name] = getattr(self, name)
+        return options
+
+
+def _field_error(name: str, message: str) -> ValueError:
+    # A model-level check has no location in pydantic's error; config.parse reads it from here.
+    return ValueError(f"{name}: {message}")
 
 
 class KafkaUnavailableError(RuntimeError):
@@ -23,85 +129,54 @@ class KafkaAuthenticationError(KafkaUnavailableError):
 
 
 def describe(error: BaseException) -> str:
-    """``ErrorType: first line of its message``, without repeating the type name."""
+    """``ErrorType: first line of its message``, without repeating the type name.
+
+    >>> describe(ValueError("ValueError: bad\\nmore"))
+    'ValueError: bad'
+    """
     name = type(error).__name__
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     text = text[len(name) + 2:] if text.startswith(f"{name}: ") else text
     return f"{name}: {text}" if text else name
 
 
-def admin_client(kafka: KafkaConfig, timeout: float) -> KafkaAdminClient:
+def connection_error(kafka: KafkaSettings, timeout: float, error: BaseException) -> KafkaUnavailableError:
+    """The error for a client that could not bootstrap: refused credentials when the broker
+    said so, otherwise a broker that did not answer within ``timeout`` seconds."""
+    refusal = _authentication_failure(error)
+    if refusal is not None:
+        return KafkaAuthenticationError(
+            f"Kafka at {kafka.bootstrap_servers} refused the credentials of user "
+            f"{kafka.sasl_username!r} ({kafka.sasl_mechanism}): {refusal}"
+        )
+    return KafkaUnavailableError(f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}")
+
+
+def _authentication_failure(error: Optional[BaseException]) -> Optional[str]:
+    """The broker's reason when ``error`` (or what caused it) is a refused SASL login."""
+    while error is not None:
+        if isinstance(error, SaslAuthenticationFailedError):
+            text = str(error).strip()
+            return text.split(": ", 1)[1] if text.startswith("SaslAuthenticationFailedError: ") else text
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def admin_client(kafka: KafkaSettings, timeout: float) -> KafkaAdminClient:
     """An admin client that has answered a metadata request, or :class:`KafkaUnavailableError`."""
     try:
         return KafkaAdminClient(
-            bootstrap_servers=kafka.bootstrap_servers,
             request_timeout_ms=int(timeout * 1000),
             bootstrap_timeout_ms=int(timeout * 1000),
             client_id="pipeline-admin",
             **kafka.client_options(),
         )
     except KafkaError as error:
-        refusal = _plain_credentials_refusal(kafka, timeout)
-        if refusal:
-            raise KafkaAuthenticationError(
-                f"Kafka at {kafka.bootstrap_servers} refused the credentials of user "
-                f"{kafka.sasl_username!r}: {refusal}"
-            ) from None
-        raise unreachable(kafka, timeout, error) from None
-
-
-def unreachable(kafka: KafkaConfig, timeout: float, error: BaseException) -> KafkaUnavailableError:
-    """The error for a broker that did not answer within ``timeout`` seconds."""
-    return KafkaUnavailableError(
-        f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}"
-    )
-
-
-def _plain_credentials_refusal(kafka: KafkaConfig, timeout: float) -> str:
-    """The broker's own reason for refusing SASL/PLAIN credentials, or "" (also when it cannot
-    tell). kafka-python reports a refused login only as a failed bootstrap, so when one fails
-    this asks the broker directly: SaslHandshake v1, then SaslAuthenticate v0 with the token."""
-    if kafka.security_protocol != "SASL_PLAINTEXT" or kafka.sasl_mechanism != "PLAIN":
-        return ""
-    host, _, port = kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
-    token = b"\0" + (kafka.sasl_username or "").encode() + b"\0" + (kafka.sasl_password or "").encode()
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
-            _request(conn, 17, 1, _string(b"PLAIN"))  # SaslHandshake
-            response = _request(conn, 36, 0, struct.pack(">i", len(token)) + token)  # SaslAuthenticate
-    except (OSError, struct.error):
-        return ""
-    error_code, message_length = struct.unpack(">hh", response[:4])
-    if error_code == 0:
-        return ""
-    message = response[4:4 + message_length].decode("utf-8", "replace") if message_length >= 0 else ""
-    return message or f"error code {error_code}"
-
-
-def _string(value: bytes) -> bytes:
-    return struct.pack(">h", len(value)) + value
-
-
-def _request(conn: socket.socket, api_key: int, version: int, body: bytes) -> bytes:
-    """Send one request with header v1 and return the response body after the correlation id."""
-    message = struct.pack(">hhi", api_key, version, 1) + _string(b"pipeline-auth-check") + body
-    conn.sendall(struct.pack(">i", len(message)) + message)
-    size = struct.unpack(">i", _read(conn, 4))[0]
-    return _read(conn, size)[4:]
-
-
-def _read(conn: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = conn.recv(count - len(data))
-        if not chunk:
-            raise OSError("connection closed")
-        data += chunk
-    return data
+        raise connection_error(kafka, timeout, error) from None
 
 
 @contextmanager
-def _admin(kafka: KafkaConfig, timeout: float) -> Iterator[KafkaAdminClient]:
+def _admin(kafka: KafkaSettings, timeout: float) -> Iterator[KafkaAdminClient]:
     """A connected admin client, closed afterwards; its Kafka errors become KafkaUnavailableError."""
     admin = admin_client(kafka, timeout)
     try:
@@ -114,13 +189,13 @@ def _admin(kafka: KafkaConfig, timeout: float) -> Iterator[KafkaAdminClient]:
         admin.close()
 
 
-def topic_exists(kafka: KafkaConfig, timeout: float) -> bool:
+def topic_exists(kafka: KafkaSettings, timeout: float) -> bool:
     """Whether ``kafka.topic`` exists; checks reachability and credentials on the way."""
     with _admin(kafka, timeout) as admin:
         return kafka.topic in admin.list_topics()
 
 
-def ensure_topic(kafka: KafkaConfig, partitions: int, timeout: float) -> bool:
+def ensure_topic(kafka: KafkaSettings, partitions: int, timeout: float) -> bool:
     """Create ``kafka.topic`` with ``partitions`` if missing; True when this call created it."""
     try:
         with _admin(kafka, timeout) as admin:

@@ -1,8 +1,10 @@
-"""Compose source -> parse_json -> transforms -> sinks from a :class:`PipelineConfig`.
+"""Compose source -> parse_json -> transforms -> sinks from a configuration, as one query.
 
-Two streaming queries read the same source: ``output`` writes the valid rows, ``quarantine`` the
-rejected ones with their reason. Each has its own checkpoint (``<checkpoint>/output`` and
-``<checkpoint>/quarantine``), so each is exactly-once on its own.
+One streaming query reads the source once per micro-batch. Each batch is parsed once and kept
+(``persist``) while the valid rows, after the configured transforms, go to the ``output`` sink
+and the rejected ones, with their reason, to the ``quarantine`` sink. Both writes are idempotent
+by batch id (see ``pipeline_lib.sinks.files``), and Spark commits the batch in the checkpoint
+only after both returned: a batch interrupted anywhere is replayed with the same id and rows.
 """
 
 from __future__ import annotations
@@ -11,128 +13,213 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from pydantic import PositiveInt
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
 
-from pipeline_lib.config import FILE_SINK_FORMATS, PipelineConfig, spark_trigger
-from pipeline_lib.sinks import claim_checkpoint, start_sink
-from pipeline_lib.sources import read_stream
+from pipeline_lib.config import ConfigError, Settings, parse, read_layers, require
+from pipeline_lib.kafka_client import KAFKA_ENVIRONMENT, KafkaSettings
+from pipeline_lib.schema import PROCESSED_COLUMNS
+from pipeline_lib.sinks import Sink, build_sink, claim_checkpoint, spark_trigger
+from pipeline_lib.sinks.base import TRIGGER_HELP
+from pipeline_lib.sources import Source, build_source
 from pipeline_lib.transforms import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    ERROR_COLUMN,
+    PARSE_STAGE,
+    UnknownTransformError,
+    Transform,
     get_transform,
     parse_json,
     quarantined_records,
-    select_columns,
     valid_records,
 )
 
-OUTPUT_QUERY = "output"
-QUARANTINE_QUERY = "quarantine"
-ROWS_METRIC = "rows"
+OUTPUT = "output"
+QUARANTINE = "quarantine"
 
 
-def build_streams(spark: SparkSession, config: PipelineConfig) -> Dict[str, DataFrame]:
-    """The two streaming DataFrames, by query name, before any sink is attached.
+@dataclass(frozen=True)
+class TransformSpec:
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
-    >>> streams = build_streams(spark, load_pipeline_config())  # doctest: +SKIP
-    >>> sorted(streams)  # doctest: +SKIP
-    ['output', 'quarantine']
+    def build(self) -> Transform:
+        return get_transform(self.name, **self.options)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything ``jobs/stream.py`` needs, validated: a source, the transforms of the valid
+    rows, the output and quarantine sinks, one checkpoint and the trigger."""
+
+    kafka: KafkaSettings
+    source: Source
+    transforms: Tuple[TransformSpec, ...]
+    output: Sink
+    quarantine: Sink
+    checkpoint: str
+    trigger: str
+    max_payload_bytes: int
+    app_name: str
+
+    @property
+    def sinks(self) -> Dict[str, Sink]:
+        return {OUTPUT: self.output, QUARANTINE: self.quarantine}
+
+
+class _Sections(Settings):
+    """The top level of a pipeline configuration; each section is validated by its owner."""
+
+    kafka: Dict[str, Any] = {}
+    source: Dict[str, Any] = {}
+    transforms: List[Any] = [{"name": "add_processed_value"}]
+    output: Dict[str, Any] = {}
+    quarantine: Dict[str, Any] = {}
+    checkpoint: str = "checkpoint"
+    trigger: str = "available-now"
+    max_payload_bytes: PositiveInt = DEFAULT_MAX_PAYLOAD_BYTES
+    app_name: str = "simple-data-pipeline"
+
+
+DEFAULT_OUTPUT = {"format": "csv", "path": "output", "columns": list(PROCESSED_COLUMNS)}
+DEFAULT_QUARANTINE = {"format": "json", "path": "quarantine"}
+
+
+def load_pipeline_config(
+    path: Optional[str] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> PipelineConfig:
+    """Read, merge and validate the stream job's configuration (see ``pipeline_lib.config``).
+
+    >>> load_pipeline_config(overrides={"trigger": "processing-time=5s"}).trigger
+    'processing-time=5s'
     """
-    parsed = read_stream(spark, config.source, config.kafka).transform(
-        parse_json(max_bytes=config.max_payload_bytes)
+    sections = parse(_Sections, read_layers(path, overrides, environ, KAFKA_ENVIRONMENT))
+    kafka = parse(KafkaSettings, sections.kafka, "kafka")
+    source = build_source(sections.source, kafka)
+    output = build_sink({**DEFAULT_OUTPUT, **sections.output}, kafka, OUTPUT)
+    quarantine = build_sink({**DEFAULT_QUARANTINE, **sections.quarantine}, kafka, QUARANTINE)
+    require(quarantine.format != "csv", "quarantine.format", "must not be csv: payloads could become spreadsheet formulas; use json or parquet")
+    if output.location and quarantine.location:
+        require(
+            output.location.rstrip("/") != quarantine.location.rstrip("/"),
+            "quarantine.path",
+            "must differ from output.path: each sink owns its folder",
+        )
+    require(bool(sections.checkpoint), "checkpoint", "is required")
+    require(not os.path.isfile(sections.checkpoint), "checkpoint", f"{sections.checkpoint} is a file, not a folder")
+    try:
+        spark_trigger(sections.trigger)
+    except ConfigError:
+        raise ConfigError("trigger", f"unknown trigger {sections.trigger!r}; {TRIGGER_HELP}") from None
+    require(
+        source.finite or sections.trigger.startswith("processing-time="),
+        "trigger",
+        f"the {source.describe()} source never runs dry; use processing-time=<interval> with it",
     )
-    good = parsed.transform(valid_records())
-    for spec in config.transforms:
-        good = good.transform(get_transform(spec.name, **spec.options))
-    if config.output.columns:
-        good = good.transform(select_columns(config.output.columns))
-    bad = parsed.transform(quarantined_records())
-    # Observed metrics count what reaches each sink, batch by batch, in the query progress.
-    return {
-        OUTPUT_QUERY: good.observe(OUTPUT_QUERY, F.count(F.lit(1)).alias(ROWS_METRIC)),
-        QUARANTINE_QUERY: bad.observe(QUARANTINE_QUERY, F.count(F.lit(1)).alias(ROWS_METRIC)),
-    }
+    return PipelineConfig(
+        kafka=kafka,
+        source=source,
+        transforms=_transform_specs(sections.transforms),
+        output=output,
+        quarantine=quarantine,
+        checkpoint=sections.checkpoint,
+        trigger=sections.trigger,
+        max_payload_bytes=sections.max_payload_bytes,
+        app_name=sections.app_name,
+    )
 
 
-@dataclass
-class QueryTotals:
-    batches: int = 0
-    input_rows: int = 0
-    rows: int = 0
-    last_batch_id: int = -1
+def _transform_specs(items: List[Any]) -> Tuple[TransformSpec, ...]:
+    specs = []
+    for index, item in enumerate(items):
+        where = f"transforms[{index}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping) or set(item) - {"name", "options"} or "name" not in item:
+            raise ConfigError(where, "must be a name or a mapping with 'name' and optional 'options'")
+        options = item.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{where}.options", "must be a mapping")
+        spec = TransformSpec(str(item["name"]), dict(options))
+        require(
+            spec.name not in PARSE_STAGE,
+            where,
+            f"{spec.name} is part of the parse stage, which always runs first; list only transforms of the valid rows",
+        )
+        try:
+            spec.build()
+        except (UnknownTransformError, TypeError, ValueError) as error:
+            raise ConfigError(where, str(error)) from None
+        specs.append(spec)
+    return tuple(specs)
 
 
 @dataclass
 class RunSummary:
-    """What one run wrote, per query (``output``: rows written, ``quarantine``: rows rejected)."""
+    """What one run did: batches, rows read, written to the output and quarantined."""
 
-    totals: Dict[str, QueryTotals] = field(default_factory=dict)
+    batches: int = 0
+    input_rows: int = 0
+    written: int = 0
+    quarantined: int = 0
     seconds: float = 0.0
 
-    @property
-    def written(self) -> int:
-        return self.totals.get(OUTPUT_QUERY, QueryTotals()).rows
-
-    @property
-    def quarantined(self) -> int:
-        return self.totals.get(QUARANTINE_QUERY, QueryTotals()).rows
-
     def line(self) -> str:
-        return (
-            f"done: {self.written} rows written, {self.quarantined} quarantined "
-            f"in {self.seconds:.1f}s"
-        )
+        return f"done: {self.written} rows written, {self.quarantined} quarantined in {self.seconds:.1f}s"
 
 
-class ProgressPrinter(StreamingQueryListener):
-    """Prints one line per micro-batch of each query, from Spark's own query progress."""
+class BatchWriter:
+    """The ``foreachBatch`` function: parse once, write every sink, report one line."""
 
-    def __init__(self, emit: Callable[[str], None], names: List[str]):
-        self._emit = emit
-        self._names = names
+    def __init__(self, config: PipelineConfig, emit: Callable[[str], None]):
+        self.config = config
+        self.emit = emit
+        self.summary = RunSummary()
+        self._transforms = [spec.build() for spec in config.transforms]
         self._lock = threading.Lock()
-        self.totals: Dict[str, QueryTotals] = {name: QueryTotals() for name in names}
 
-    def onQueryStarted(self, event) -> None:  # noqa: N802 (Spark's callback names)
-        pass
-
-    def onQueryIdle(self, event) -> None:  # noqa: N802
-        pass
-
-    def onQueryTerminated(self, event) -> None:  # noqa: N802
-        pass
-
-    def onQueryProgress(self, event) -> None:  # noqa: N802
-        progress = event.progress
-        if progress.name not in self.totals:
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        spark = batch.sparkSession
+        pending = {name: sink for name, sink in self.config.sinks.items() if not sink.written(spark, batch_id)}
+        if not pending:
+            self.emit(f"batch {batch_id}: written before a restart, skipped")
             return
-        metrics = progress.observedMetrics.get(progress.name)
-        rows = int(metrics[ROWS_METRIC]) if metrics is not None else 0
+        # Kept for the two writes and the count, so the source is read and parsed once.
+        parsed = batch.transform(parse_json(max_bytes=self.config.max_payload_bytes)).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            counts = {row["valid"]: row["count"] for row in parsed.groupBy(F.col(ERROR_COLUMN).isNull().alias("valid")).count().collect()}
+            frames = {OUTPUT: (self._valid(parsed), counts.get(True, 0)), QUARANTINE: (parsed.transform(quarantined_records()), counts.get(False, 0))}
+            for name, sink in pending.items():
+                frame, rows = frames[name]
+                sink.write_batch(frame, batch_id, rows)
+        finally:
+            parsed.unpersist()
+        seconds = time.monotonic() - started
+        written, quarantined = frames[OUTPUT][1], frames[QUARANTINE][1]
         with self._lock:
-            totals = self.totals[progress.name]
-            if progress.batchId <= totals.last_batch_id:
-                return
-            totals.batches += 1
-            totals.input_rows += progress.numInputRows
-            totals.rows += rows
-            totals.last_batch_id = progress.batchId
-        verb = "written" if progress.name == OUTPUT_QUERY else "quarantined"
-        self._emit(
-            f"{progress.name} batch {progress.batchId}: {progress.numInputRows} input rows, "
-            f"{progress.processedRowsPerSecond:.1f} rows/s, {rows} {verb}"
+            self.summary.batches += 1
+            self.summary.input_rows += written + quarantined
+            self.summary.written += written
+            self.summary.quarantined += quarantined
+        rate = (written + quarantined) / seconds if seconds > 0 else 0.0
+        self.emit(
+            f"batch {batch_id}: {written + quarantined} rows in {seconds:.2f}s ({rate:,.0f} rows/s): "
+            f"{written} written, {quarantined} quarantined"
         )
 
-    def wait_for(self, query: StreamingQuery, timeout: float = 10.0) -> None:
-        """Wait until the listener has seen the query's last batch that read rows: events arrive
-        asynchronously. (An idle query's progress repeats the next batch id, with no rows.)"""
-        with_rows = [progress["batchId"] for progress in query.recentProgress if progress["numInputRows"]]
-        if not with_rows:
-            return
-        deadline = time.monotonic() + timeout
-        while self.totals[query.name].last_batch_id < with_rows[-1] and time.monotonic() < deadline:
-            time.sleep(0.05)
+    def _valid(self, parsed: DataFrame) -> DataFrame:
+        valid = parsed.transform(valid_records())
+        for transform in self._transforms:
+            valid = valid.transform(transform)
+        return valid
 
 
 def run_pipeline(
@@ -142,47 +229,36 @@ def run_pipeline(
     stop_event: Optional[threading.Event] = None,
 ) -> RunSummary:
     """Run the pipeline until the trigger ends it (``available-now``, ``once``) or ``stop_event``
-    is set, printing progress with ``emit``. A failed query raises after the other is stopped.
+    is set, printing a line per micro-batch with ``emit``. A failed query raises.
 
     >>> run_pipeline(get_spark(), load_pipeline_config()).line()  # doctest: +SKIP
     'done: 20 rows written, 0 quarantined in 9.8s'
     """
     started = time.monotonic()
-    streams = build_streams(spark, config)
-    trigger = spark_trigger(config.trigger)
-    sinks = {OUTPUT_QUERY: config.output, QUARANTINE_QUERY: config.quarantine}
-    checkpoints = {name: os.path.join(config.checkpoint, name) for name in streams}
-    # Every sink's checkpoint is checked before any query starts, so a refusal writes nothing.
-    for name, sink in sinks.items():
-        if sink.format in FILE_SINK_FORMATS:
-            claim_checkpoint(checkpoints[name], sink.path)
-    printer = ProgressPrinter(emit, list(streams))
-    spark.streams.addListener(printer)
-    queries: List[StreamingQuery] = []
+    claim_checkpoint(config.checkpoint, config.sinks)
+    config.source.check()
+    writer = BatchWriter(config, emit)
+    query = (
+        config.source.read_stream(spark)
+        .writeStream.queryName(config.app_name)
+        .foreachBatch(writer)
+        .trigger(**spark_trigger(config.trigger))
+        .option("checkpointLocation", config.checkpoint)
+        .start()
+    )
     try:
-        for name, df in streams.items():
-            queries.append(start_sink(df, sinks[name], checkpoints[name], trigger, name))
-        _await(queries, stop_event)
+        _await(query, stop_event)
     finally:
-        for query in queries:
-            if query.isActive:
-                query.stop()
-        # Only once stopped is a query's progress final; its last events may still be on the way.
-        for query in queries:
-            printer.wait_for(query)
-        spark.streams.removeListener(printer)
-    return RunSummary(totals=printer.totals, seconds=time.monotonic() - started)
+        if query.isActive:
+            query.stop()
+    writer.summary.seconds = time.monotonic() - started
+    return writer.summary
 
 
-def _await(queries: List[StreamingQuery], stop_event: Optional[threading.Event]) -> None:
-    while any(query.isActive for query in queries):
-        for query in queries:
-            if query.exception() is not None:
-                raise query.exception()
+def _await(query: StreamingQuery, stop_event: Optional[threading.Event]) -> None:
+    while query.isActive:
         if stop_event is not None and stop_event.is_set():
             return
-        for query in queries:
-            query.awaitTermination(0.5)
-    for query in queries:
-        if query.exception() is not None:
-            raise query.exception()
+        query.awaitTermination(0.5)
+    if query.exception() is not None:
+        raise query.exception()

@@ -7,11 +7,44 @@ import random
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from pydantic import NonNegativeInt, PositiveFloat, conint
 
-from pipeline_lib.config import ProducerConfig
-from pipeline_lib.kafka_client import KafkaUnavailableError, describe, ensure_topic, unreachable
+from pipeline_lib.config import Settings, parse, read_layers
+from pipeline_lib.kafka_client import (
+    KAFKA_ENVIRONMENT,
+    KafkaSettings,
+    KafkaUnavailableError,
+    connection_error,
+    describe,
+    ensure_topic,
+)
+
+
+class ProducerConfig(Settings):
+    """Everything ``jobs/produce.py`` needs."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    count: NonNegativeInt = 20
+    rate: Optional[PositiveFloat] = None  # records per second; None sends as fast as acknowledged
+    seed: Optional[int] = None
+    start_id: Optional[NonNegativeInt] = None  # None: one past the highest id on the topic
+    partitions: conint(ge=1, le=10000) = 1  # type: ignore[valid-type]
+    timeout: PositiveFloat = 30.0  # seconds to reach the broker and to have every record acknowledged
+
+
+def load_producer_config(
+    path: Optional[str] = None,
+    overrides: Optional[Dict[str, object]] = None,
+    environ: Optional[Dict[str, str]] = None,
+) -> ProducerConfig:
+    """Read, merge and validate the producer's configuration (see ``pipeline_lib.config``).
+
+    >>> load_producer_config(overrides={"count": 5}).count
+    5
+    """
+    return parse(ProducerConfig, read_layers(path, overrides, environ, KAFKA_ENVIRONMENT))
 
 
 class ProduceError(RuntimeError):
@@ -53,9 +86,9 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
     """
     kafka = config.kafka
     try:
-        ensure_topic(kafka, config.partitions, config.timeout)
+        created = ensure_topic(kafka, config.partitions, config.timeout)
+        start_id = config.start_id if config.start_id is not None else (1 if created else next_id(kafka, config.timeout))
         producer = KafkaProducer(
-            bootstrap_servers=kafka.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
             retries=2**31 - 1,
@@ -70,12 +103,12 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
     except KafkaUnavailableError as error:
         raise ProduceError(str(error), 0, config.count) from None
     except KafkaError as error:
-        raise ProduceError(str(unreachable(kafka, config.timeout, error)), 0, config.count) from None
+        raise ProduceError(str(connection_error(kafka, config.timeout, error)), 0, config.count) from None
     futures: List = []
     interval = 1.0 / config.rate if config.rate else 0.0
     next_send = time.monotonic()
     try:
-        for record in generate_records(config.count, config.start_id, config.seed):
+        for record in generate_records(config.count, start_id, config.seed):
             if interval:
                 next_send += interval
                 time.sleep(max(0.0, next_send - time.monotonic()))
@@ -97,3 +130,45 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
         )
     return acknowledged
 
+
+
+def next_id(kafka: KafkaSettings, timeout: float, tail: int = 100) -> int:
+    """One past the highest record id among the last ``tail`` records of each partition of
+    ``kafka.topic`` (1 for an empty topic), so that runs one after another never reuse an id.
+    Only committed records count: those of an aborted transaction are not on the topic for
+    readers. Payloads without an integer ``id`` are passed over.
+    """
+    consumer = KafkaConsumer(
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        request_timeout_ms=max(int(timeout * 1000), 31000),
+        bootstrap_timeout_ms=int(timeout * 1000),
+        client_id="pipeline-next-id",
+        **kafka.client_options(),
+    )
+    try:
+        partitions = [TopicPartition(kafka.topic, p) for p in consumer.partitions_for_topic(kafka.topic) or ()]
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
+        for tp in remaining:
+            consumer.seek(tp, max(starts[tp], ends[tp] - tail))
+        highest = 0
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                highest = max([highest, *(_record_id(record.value) for record in records)])
+            remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+        return highest + 1
+    finally:
+        consumer.close()
+
+
+def _record_id(payload: Optional[bytes]) -> int:
+    try:
+        record_id = json.loads(payload) if payload else None
+        record_id = record_id.get("id") if isinstance(record_id, dict) else None
+    except ValueError:
+        return 0
+    return record_id if isinstance(record_id, int) and not isinstance(record_id, bool) else 0

@@ -5,29 +5,36 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from pathlib import Path
 from typing import Iterable, List, Mapping, Optional
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 JARS_ENV = "PIPELINE_JARS"
+# In a checkout, `make jars` puts the Kafka connector here; found without any setting.
+CHECKOUT_JARS = Path(__file__).resolve().parent.parent / "infra" / "spark" / "jars"
+LOG_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 
 LOCAL_DEFAULTS = {
     # Two cores here; the default of 200 shuffle partitions makes tiny batches crawl.
     "spark.sql.shuffle.partitions": "4",
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.showConsoleProgress": "false",
+    # Source options holding secrets (JAAS config, PEM key) are masked in plans and the UI.
+    "spark.sql.redaction.options.regex": "(?i)url|jaas|password|keystore\\.key",
 }
 
 
 def connector_jars(spec: Optional[str] = None) -> List[str]:
-    """The jar files named by ``spec`` (default: ``$PIPELINE_JARS``): a comma-separated list of
-    jar files or folders of jars.
+    """The jar files named by ``spec``: a comma-separated list of jar files or folders of jars.
+    By default ``$PIPELINE_JARS``, else the checkout's ``infra/spark/jars`` (``make jars``).
 
     >>> connector_jars("infra/spark/jars")  # doctest: +SKIP
     ['infra/spark/jars/commons-pool2-2.13.1.jar', ...]
     """
-    spec = os.environ.get(JARS_ENV, "") if spec is None else spec
+    if spec is None:
+        spec = os.environ.get(JARS_ENV) or (str(CHECKOUT_JARS) if CHECKOUT_JARS.is_dir() else "")
     jars: List[str] = []
     for entry in filter(None, (part.strip() for part in spec.split(","))):
         jars.extend(sorted(glob.glob(os.path.join(entry, "*.jar"))) if os.path.isdir(entry) else [entry])
@@ -72,6 +79,8 @@ def get_spark(
         jar_list = list(jars) if jars is not None else connector_jars()
         if jar_list:
             builder = builder.config("spark.jars", ",".join(jar_list))
+        # Spark's start-up chatter goes nowhere; warnings of the job itself still show.
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}")
     for key, value in {**_unset_defaults(), **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

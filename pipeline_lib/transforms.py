@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import inspect
 from functools import reduce
-from importlib.metadata import entry_points
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from pipeline_lib.registry import Registry, UnknownNameError
 from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS
 
 Transform = Callable[[DataFrame], DataFrame]
@@ -38,45 +38,30 @@ MARKER_COLUMNS = (ERROR_COLUMN, PAYLOAD_COLUMN, PAYLOAD_BASE64_COLUMN)
 # parsing it would only slow the batch it arrives in.
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
-ENTRY_POINT_GROUP = "pipeline_lib.transforms"
-
 # The parse stage, which a pipeline runs before its configured transforms.
 PARSE_STAGE = ("parse_json", "valid_records", "quarantined_records")
 
-_REGISTRY: Dict[str, TransformFactory] = {}
+TRANSFORMS: Registry[TransformFactory] = Registry("transform", "pipeline_lib.transforms")
 
 
-class UnknownTransformError(ValueError):
+class UnknownTransformError(UnknownNameError):
     """A transform name or option that the registry does not know."""
 
 
 def register_transform(name: str) -> Callable[[TransformFactory], TransformFactory]:
-    """Register a transform factory under ``name`` so configurations can refer to it.
+    """Register a transform factory under ``name`` so configurations can refer to it. The
+    same function defined again (a notebook cell run twice) replaces itself.
 
     >>> @register_transform("add_one")
     ... def add_one(column: str = "value") -> Transform:
     ...     return lambda df: df.withColumn(column, F.col(column) + 1)
     """
-
-    def decorator(factory: TransformFactory) -> TransformFactory:
-        existing = _REGISTRY.get(name)
-        # The same function defined again (a notebook cell run twice) replaces itself.
-        if existing is not None and _origin(existing) != _origin(factory):
-            raise ValueError(f"a transform named {name!r} is already registered by {'.'.join(_origin(existing))}")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
-
-
-def _origin(factory: TransformFactory) -> Tuple[str, str]:
-    return (factory.__module__, factory.__qualname__)
+    return TRANSFORMS.register(name)
 
 
 def known_transforms() -> Tuple[str, ...]:
     """The registered transform names, sorted, including those of installed plugins."""
-    _load_entry_points()
-    return tuple(sorted(_REGISTRY))
+    return TRANSFORMS.names()
 
 
 def get_transform(name: str, **options: object) -> Transform:
@@ -86,13 +71,10 @@ def get_transform(name: str, **options: object) -> Transform:
 
     Raises :class:`UnknownTransformError` naming the known transforms, or the accepted options.
     """
-    if name not in _REGISTRY:
-        _load_entry_points()
-    if name not in _REGISTRY:
-        raise UnknownTransformError(
-            f"unknown transform {name!r}; known transforms: {', '.join(known_transforms())}"
-        )
-    factory = _REGISTRY[name]
+    try:
+        factory = TRANSFORMS.get(name)
+    except UnknownNameError as error:
+        raise UnknownTransformError(str(error)) from None
     accepted = inspect.signature(factory).parameters
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -101,12 +83,6 @@ def get_transform(name: str, **options: object) -> Transform:
             f"its options: {', '.join(accepted) or 'none'}"
         )
     return factory(**options)
-
-
-def _load_entry_points() -> None:
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.name not in _REGISTRY:
-            _REGISTRY[entry_point.name] = entry_point.load()
 
 
 def _first_match(cases: Iterable[Tuple[Column, str]]) -> Column:
@@ -165,7 +141,8 @@ def parse_json(
     No row is dropped and no bad value becomes a silent null. The result has the ``schema``
     fields first, then every other input column (Kafka's topic, partition, offset, ...), then
     three marker columns: ``_error`` (null for a good row, else the reason), ``_payload`` (the
-    payload as text) and ``_payload_base64`` (the exact bytes, only when they are not UTF-8).
+    payload as text, for rejected rows) and ``_payload_base64`` (the exact bytes, only when they
+    are not UTF-8). An input column named like one of these is refused, never overwritten.
     Follow it with :func:`valid_records` and :func:`quarantined_records`, or use
     :func:`split_valid`.
 
@@ -189,7 +166,13 @@ def parse_json(
         raise ValueError(f"required fields {unknown_required} are not in the schema")
 
     def transform(df: DataFrame) -> DataFrame:
-        others = [name for name in df.columns if name != column and name not in schema.fieldNames()]
+        others = [name for name in df.columns if name != column]
+        clashes = [name for name in others if name in schema.fieldNames() or name in MARKER_COLUMNS]
+        if clashes:
+            raise ValueError(
+                f"input columns {clashes} would be replaced by parse_json's output; rename them first "
+                f"(the Kafka sources give Kafka's timestamp as kafka_timestamp)"
+            )
         # inline() of a one-row array is a generator, which the optimizer does not push filters
         # through nor inline into later steps: the JSON is parsed once, even when a later step
         # filters on _error.
@@ -212,7 +195,7 @@ def parse_json(
             *[parsed[name].alias(name) for name in schema.fieldNames()],
             *others,
             reason.alias(ERROR_COLUMN),
-            F.when(valid_utf8, text).otherwise(F.make_valid_utf8(text)).alias(PAYLOAD_COLUMN),
+            F.when(suspect, F.when(valid_utf8, text).otherwise(F.make_valid_utf8(text))).alias(PAYLOAD_COLUMN),
             F.when(~valid_utf8, F.base64(raw.cast("binary"))).alias(PAYLOAD_BASE64_COLUMN),
         )
 

@@ -66,10 +66,10 @@ def send_raw(bootstrap: str, topic: str, payloads: Iterable[Optional[bytes]], pa
     """Write payloads to ``topic`` as they are (no JSON encoding); returns how many."""
     from kafka import KafkaProducer
 
-    from pipeline_lib.config import KafkaConfig
+    from pipeline_lib.kafka_client import KafkaSettings
     from pipeline_lib.kafka_client import ensure_topic
 
-    ensure_topic(KafkaConfig(bootstrap_servers=bootstrap, topic=topic), partitions, 30)
+    ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), partitions, 30)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 * 1024 * 1024)
     # kafka-python refuses a message with neither key nor value: a null value gets a key.
     futures: List = [

@@ -1,6 +1,7 @@
 """Nothing lost, nothing twice: the stream job killed mid-flight, the broker stopped mid-produce
 and mid-stream, and checkpoints that do not match their output folder."""
 
+import glob
 import os
 import re
 import shutil
@@ -41,7 +42,7 @@ def kill_group(process, sig=signal.SIGKILL):
 
 
 def batch_files(folder, kind):
-    path = folder / "checkpoint" / "output" / kind
+    path = folder / "checkpoint" / kind
     return {name for name in os.listdir(path) if name.isdigit()} if path.is_dir() else set()
 
 
@@ -112,14 +113,23 @@ def test_stream_job_killed_repeatedly_writes_every_record_once(spark, bootstrap,
     assert kills[0][1] == [], "the first kill came after batch 0 was committed"
     ids = [row["id"] for row in read_csv(spark, tmp_path).select("id").collect()]
     assert_each_once(ids, range(1, total + 1))
+    assert_each_once(plain_reader_ids(tmp_path / "output"), range(1, total + 1))
     print(f"kills: {kills}; rows: {len(ids)}")
 
 
+def plain_reader_ids(folder):
+    """The ids a reader that knows nothing of Spark sees: pandas over a glob of the CSV files."""
+    import pandas
+
+    files = sorted(glob.glob(str(folder / "*.csv")))
+    return pandas.concat([pandas.read_csv(name) for name in files])["id"].tolist() if files else []
+
+
 def consumed_offsets_exist(bootstrap, topic):
-    from pipeline_lib.config import KafkaConfig
+    from pipeline_lib.kafka_client import KafkaSettings
     from pipeline_lib.kafka_client import topic_exists
 
-    return topic_exists(KafkaConfig(bootstrap_servers=bootstrap, topic=topic), 5)
+    return topic_exists(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 5)
 
 
 @pytest.mark.slow
@@ -185,7 +195,7 @@ def test_deleted_output_folder_is_refused_naming_it(spark, bootstrap, topic, tmp
     stream(spark, bootstrap, topic, tmp_path)
     shutil.rmtree(tmp_path / "output")
 
-    with pytest.raises(CheckpointMismatchError, match=f"output {tmp_path / 'output'} has no _spark_metadata log"):
+    with pytest.raises(CheckpointMismatchError, match=f"output folder {tmp_path / 'output'} is gone but checkpoint .* has committed batches"):
         stream(spark, bootstrap, topic, tmp_path)
 
 
@@ -194,7 +204,7 @@ def test_new_checkpoint_on_a_written_output_is_refused(spark, bootstrap, topic, 
     stream(spark, bootstrap, topic, tmp_path)
     shutil.rmtree(tmp_path / "checkpoint")
 
-    with pytest.raises(CheckpointMismatchError, match="already holds committed batches but checkpoint .* is new"):
+    with pytest.raises(CheckpointMismatchError, match="already holds written batches but checkpoint .* is new"):
         stream(spark, bootstrap, topic, tmp_path)
 
 
@@ -202,7 +212,7 @@ def test_checkpoint_of_another_output_is_refused(spark, bootstrap, topic, tmp_pa
     produce(bootstrap, topic, 5)
     stream(spark, bootstrap, topic, tmp_path)
 
-    with pytest.raises(CheckpointMismatchError, match=f"belongs to the query writing {tmp_path / 'output'}"):
+    with pytest.raises(CheckpointMismatchError, match=f"belongs to the pipeline writing output to {tmp_path / 'output'}"):
         stream(spark, bootstrap, topic, tmp_path, **{"output.path": str(tmp_path / "elsewhere")})
 
 
@@ -210,8 +220,8 @@ def test_refusal_reaches_the_command_line_as_one_line(bootstrap, topic, tmp_path
     from tests.helpers import job
 
     produce(bootstrap, topic, 1)
-    (tmp_path / "checkpoint" / "output").mkdir(parents=True)
-    (tmp_path / "checkpoint" / "output" / "pipeline-owner.json").write_text('{"output": "/somewhere/else"}')
+    (tmp_path / "checkpoint").mkdir(parents=True)
+    (tmp_path / "checkpoint" / "pipeline-owner.json").write_text('{"sinks": {"output": "/somewhere/else"}}')
 
     result = job(
         "stream", "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(tmp_path / "output"),
@@ -220,7 +230,7 @@ def test_refusal_reaches_the_command_line_as_one_line(bootstrap, topic, tmp_path
 
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1
-    assert len(errors) == 1 and "belongs to the query writing /somewhere/else" in errors[0]
+    assert len(errors) == 1 and "belongs to the pipeline writing output to /somewhere/else" in errors[0]
     assert "Traceback" not in result.stderr
 
 

@@ -71,7 +71,7 @@ def test_no_credentials_read_and_write_nothing(kafka, bootstrap, topic, tmp_path
     assert (produced.returncode, streamed.returncode) == (1, 1)
     assert "cannot reach Kafka" in error_lines(produced)[0] and "cannot reach Kafka" in error_lines(streamed)[0]
     assert not (tmp_path / "output").exists()
-    from pipeline_lib.config import KafkaConfig
+    from pipeline_lib.kafka_client import KafkaSettings
     from pipeline_lib.kafka_client import topic_exists
 
-    assert not topic_exists(KafkaConfig(bootstrap_servers=bootstrap, topic=topic), 10)
+    assert not topic_exists(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 10)

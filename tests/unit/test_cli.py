@@ -19,13 +19,14 @@ def assert_one_line_config_error(result, *fragments):
     "args, fragments",
     [
         (["--trigger", "whenever"], ["trigger", "available-now"]),
-        (["--bootstrap-servers", "no-port"], ["kafka.bootstrap_servers", "host:port"]),
-        (["--format", "xlsx"], ["output.format", "csv, parquet"]),
-        (["--source", "socket"], ["source.type", "kafka, files, rate"]),
-        (["--starting-offsets", "middle"], ["source.starting_offsets", "earliest, latest"]),
-        (["--max-offsets-per-trigger", "-5"], ["source.max_offsets_per_trigger", "above 0"]),
+        (["--bootstrap-servers", "no-port"], ["--bootstrap-servers", "host:port"]),
+        (["--format", "xlsx"], ["--format", "csv, json, parquet"]),
+        (["--source", "socket"], ["--source", "files, kafka, rate"]),
+        (["--starting-offsets", "middle"], ["--starting-offsets", "earliest, latest"]),
+        (["--max-offsets-per-trigger", "-5"], ["--max-offsets-per-trigger", "above 0"]),
+        (["--connect-timeout", "0"], ["--connect-timeout", "above 0"]),
         (["--max-offsets-per-trigger", "lots"], ["--max-offsets-per-trigger", "invalid int"]),
-        (["--output", "setup.cfg"], ["output.path", "is a file"]),
+        (["--output", "setup.cfg"], ["--output", "is a file"]),
         (["--show", "-1"], ["--show"]),
         (["--no-such-flag"], ["unrecognized arguments"]),
     ],
@@ -37,11 +38,11 @@ def test_stream_job_rejects_bad_option(args, fragments):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["--count", "-1"], ["count", "0 or more"]),
+        (["--count", "-1"], ["--count", "0 or more"]),
         (["--count", "ten"], ["--count", "invalid int"]),
-        (["--rate", "0"], ["rate", "above 0"]),
-        (["--partitions", "0"], ["partitions"]),
-        (["--bootstrap-servers", "host:port"], ["kafka.bootstrap_servers"]),
+        (["--rate", "0"], ["--rate", "above 0"]),
+        (["--partitions", "0"], ["--partitions"]),
+        (["--bootstrap-servers", "host:port"], ["--bootstrap-servers"]),
     ],
 )
 def test_produce_job_rejects_bad_option(args, fragments):

@@ -2,14 +2,12 @@
 
 import pytest
 
-from pipeline_lib.config import (
-    ConfigError,
-    KafkaConfig,
-    TransformSpec,
-    load_pipeline_config,
-    load_producer_config,
-    spark_trigger,
-)
+from pipeline_lib.config import ConfigError
+from pipeline_lib.kafka_client import KafkaSettings
+from pipeline_lib.pipeline import TransformSpec, load_pipeline_config
+from pipeline_lib.producer import load_producer_config
+from pipeline_lib.sinks import spark_trigger
+from pipeline_lib.sources.kafka import spark_options
 
 
 def write(tmp_path, text):
@@ -33,7 +31,7 @@ def test_file_overrides_defaults(tmp_path):
 
     config = load_pipeline_config(path, environ={})
 
-    assert (config.kafka.topic, config.output.format, config.output.path) == ("readings", "parquet", "output")
+    assert (config.kafka.topic, config.output.format, config.output.location) == ("readings", "parquet", "output")
 
 
 def test_environment_overrides_file(tmp_path):
@@ -75,18 +73,18 @@ def test_transforms_are_listed_by_name_or_with_options(tmp_path):
         ({"kafka.security_protocol": "SASL_PLAINTEXT", "kafka.sasl_mechanism": "GSSAPI"}, "kafka.sasl_mechanism", "PLAIN"),
         ({"kafka.security_protocol": "SASL_PLAINTEXT", "kafka.sasl_mechanism": "PLAIN"}, "kafka.sasl_username", "required"),
         ({"kafka.ssl_cafile": "/no/such/ca.pem"}, "kafka.ssl_cafile", "no such file"),
-        ({"source.type": "socket"}, "source.type", "kafka, files, rate"),
+        ({"source.type": "socket"}, "source.type", "known: files, kafka, rate"),
         ({"source.starting_offsets": "yesterday"}, "source.starting_offsets", "earliest, latest"),
         ({"source.max_offsets_per_trigger": 0}, "source.max_offsets_per_trigger", "above 0"),
         ({"source.max_offsets_per_trigger": "many"}, "source.max_offsets_per_trigger", "whole number"),
         ({"source.type": "files"}, "source.path", "required"),
         ({"source.type": "rate"}, "trigger", "processing-time"),
-        ({"output.format": "xlsx"}, "output.format", "csv, parquet, json, console"),
+        ({"output.format": "xlsx"}, "output.format", "known: console, csv, json, parquet"),
         ({"quarantine.format": "csv"}, "quarantine.format", "json or parquet"),
         ({"quarantine.path": "output"}, "quarantine.path", "must differ from output.path"),
         ({"max_payload_bytes": -1}, "max_payload_bytes", "above 0"),
         ({"outptu.path": "x"}, "outptu", "unknown setting"),
-        ({"output.colour": "x"}, "output.colour", "unknown setting; allowed: format, path, columns"),
+        ({"output.colour": "x"}, "output.colour", "unknown setting; allowed: columns, path"),
         ({"source.fail_on_data_loss": "sometimes"}, "source.fail_on_data_loss", "true or false"),
     ],
 )
@@ -101,7 +99,7 @@ def test_bad_pipeline_setting_names_its_field(overrides, field, allowed):
 def test_unknown_transform_names_its_position_and_the_known_ones(tmp_path):
     path = write(tmp_path, "transforms: [add_processed_value, triple]\n")
 
-    with pytest.raises(ConfigError, match=r"transforms\[1\]: unknown transform 'triple'; known transforms: .*parse_json"):
+    with pytest.raises(ConfigError, match=r"transforms\[1\]: unknown transform 'triple'; known: .*parse_json"):
         load_pipeline_config(path, environ={})
 
 
@@ -178,25 +176,25 @@ def test_trigger_strings_map_to_spark_triggers(trigger, expected):
 
 
 def test_password_is_not_in_the_config_repr():
-    kafka = KafkaConfig(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="hunter2")
+    kafka = KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="hunter2")
 
     assert "hunter2" not in repr(kafka)
 
 
 def test_security_settings_reach_both_clients_from_one_place():
-    kafka = KafkaConfig(
+    kafka = KafkaSettings(
         bootstrap_servers="h:1", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
         sasl_username="u", sasl_password="p",
     )
 
     assert kafka.client_options() == {
-        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256",
+        "bootstrap_servers": "h:1", "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256",
         "sasl_plain_username": "u", "sasl_plain_password": "p",
     }
-    assert kafka.spark_options()["kafka.sasl.jaas.config"] == (
+    assert spark_options(kafka)["kafka.sasl.jaas.config"] == (
         'org.apache.kafka.common.security.scram.ScramLoginModule required username="u" password="p";'
     )
-    assert kafka.spark_options()["kafka.security.protocol"] == "SASL_PLAINTEXT"
+    assert spark_options(kafka)["kafka.security.protocol"] == "SASL_PLAINTEXT"
 
 
 def test_security_settings_come_from_the_environment():

@@ -172,3 +172,19 @@ def test_record_schema_is_id_value_timestamp():
     assert [(f.name, f.dataType) for f in RECORD_SCHEMA.fields] == [
         ("id", LongType()), ("value", IntegerType()), ("timestamp", DoubleType()),
     ]
+
+
+def test_json_is_parsed_once_even_when_a_filter_on_the_error_follows(spark):
+    df = spark.createDataFrame([('{"id": 1, "value": 2}',)], "value string")
+
+    filtered = df.transform(parse_json()).where(F.col("_error").isNull())
+
+    plan = filtered._jdf.queryExecution().optimizedPlan().toString()
+    assert plan.count("from_json(") == 1, plan
+
+
+def test_an_input_column_named_like_a_record_field_is_refused(spark):
+    df = spark.createDataFrame([('{"id": 1, "value": 2}', 5.0)], "value string, timestamp double")
+
+    with pytest.raises(ValueError, match=r"input columns \['timestamp'\] would be replaced by parse_json"):
+        df.transform(parse_json())

@@ -119,7 +119,7 @@ def test_registry_knows_the_library_transforms():
 
 
 def test_unknown_transform_lists_the_known_ones():
-    with pytest.raises(UnknownTransformError, match="unknown transform 'double_it'; known transforms: .*add_processed_value"):
+    with pytest.raises(UnknownTransformError, match="unknown transform 'double_it'; known: .*add_processed_value"):
         get_transform("double_it")
 
 

@@ -1,0 +1,69 @@
+"""A batch interrupted at any step of its write is replaced on restart, never added twice,
+for Spark's reader and for a plain reader globbing the CSV files alike."""
+
+import re
+
+import pytest
+
+from pipeline_lib.sinks import files
+from tests.integration.test_faults import assert_each_once, plain_reader_ids
+from tests.integration.test_pipeline import produce, read_csv, stream
+
+# Each step of a file sink's batch, as the calls of the folder it makes in order.
+CRASH_POINTS = {
+    "staged, nothing renamed": ("rename", 1),
+    "one file renamed": ("rename", 2),
+    "every file renamed, batch not marked": ("touch", 1),
+    "output marked, quarantine not written": ("touch", 2),
+}
+
+
+class InjectedCrash(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def crash_at(monkeypatch):
+    """Make the sinks' folder operation ``name`` fail on its ``nth`` call, as a kill would."""
+
+    def arm(name, nth):
+        original = getattr(files._Folder, name)
+        calls = []
+
+        def failing(self, *args):
+            calls.append(args)
+            if len(calls) == nth:
+                raise InjectedCrash(f"{name} call {nth}")
+            return original(self, *args)
+
+        monkeypatch.setattr(files._Folder, name, failing)
+        return lambda: monkeypatch.setattr(files._Folder, name, original)
+
+    return arm
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_batch_interrupted_at_each_step_lands_once_after_restart(point, crash_at, spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 40, partitions=2)
+    disarm = crash_at(*CRASH_POINTS[point])
+    with pytest.raises(Exception, match="InjectedCrash"):
+        stream(spark, bootstrap, topic, tmp_path)
+    disarm()
+    assert len(set(plain_reader_ids(tmp_path / "output"))) == len(plain_reader_ids(tmp_path / "output"))
+
+    stream(spark, bootstrap, topic, tmp_path)
+
+    assert_each_once(plain_reader_ids(tmp_path / "output"), range(1, 41))
+    assert_each_once([row["id"] for row in read_csv(spark, tmp_path).select("id").collect()], range(1, 41))
+
+
+def test_each_batch_is_published_as_whole_files_named_by_batch(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 30, partitions=2)
+
+    stream(spark, bootstrap, topic, tmp_path, **{"source.max_offsets_per_trigger": 10})
+
+    names = sorted(path.name for path in (tmp_path / "output").glob("*.csv"))
+    assert all(re.fullmatch(r"batch-\d{8}-part-\d{5}\.csv", name) for name in names), names
+    assert len({name.split("-part-")[0] for name in names}) >= 3
+    assert not list((tmp_path / "output" / "_staging").glob("*"))
+    assert_each_once(plain_reader_ids(tmp_path / "output"), range(1, 31))
