@@ -56,6 +56,15 @@ test-kestra: install jars dist
 demo: install jars dist
 	PY=$(PY) KAFKA_HOME=$(KAFKA_HOME) KAFKA_PORT=$(KAFKA_PORT) bash infra/demo.sh
 
+# Kestra's engine: the launcher and Kestra's jars, built with Maven (Java 25) into infra/kestra/target.
+.PHONY: kestra flow
+kestra: install
+	$(PY) -c "from infra.kestra.run_flow import build; build()"
+
+# The flow on Kestra's own engine, on the local Kafka (started if none answers), data in .flow/.
+flow: install jars dist kestra
+	PY=$(PY) KAFKA_HOME=$(KAFKA_HOME) KAFKA_PORT=$(KAFKA_PORT) bash infra/kestra/flow.sh
+
 kafka-up: install jars
 	$(PY) infra/kafka/broker.py start --home $(KAFKA_HOME) --port $(KAFKA_PORT)
 
