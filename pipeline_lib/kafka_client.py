@@ -6,10 +6,11 @@ for the same settings are rendered by the Kafka source (``pipeline_lib.sources.k
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Literal, Optional
+from typing import Any, Dict, Iterator, List, Literal, Optional
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -140,10 +141,9 @@ def describe(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def connection_error(kafka: KafkaSettings, timeout: float, error: BaseException) -> KafkaUnavailableError:
+def connection_error(kafka: KafkaSettings, timeout: float, error: BaseException, refusal: Optional[str] = None) -> KafkaUnavailableError:
     """The error for a client that could not bootstrap: refused credentials when the broker
-    said so, otherwise a broker that did not answer within ``timeout`` seconds."""
-    refusal = _authentication_failure(error)
+    said so (``refusal``, its reason), otherwise a broker that did not answer in time."""
     if refusal is not None:
         return KafkaAuthenticationError(
             f"Kafka at {kafka.bootstrap_servers} refused the credentials of user "
@@ -152,27 +152,53 @@ def connection_error(kafka: KafkaSettings, timeout: float, error: BaseException)
     return KafkaUnavailableError(f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}")
 
 
-def _authentication_failure(error: Optional[BaseException]) -> Optional[str]:
-    """The broker's reason when ``error`` (or what caused it) is a refused SASL login."""
-    while error is not None:
-        if isinstance(error, SaslAuthenticationFailedError):
-            text = str(error).strip()
-            return text.split(": ", 1)[1] if text.startswith("SaslAuthenticationFailedError: ") else text
-        error = error.__cause__ or error.__context__
-    return None
+class AuthenticationRefusals(logging.Handler):
+    """Collects the broker's reasons for refusing a SASL login while it is installed.
+
+    kafka-python retries a refused login until its bootstrap times out and then reports only
+    the time-out; the refusal itself it reports through its logger, with the broker's message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.reasons: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for argument in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(argument, SaslAuthenticationFailedError):
+                # "[Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError: <broker's words>"
+                self.reasons.append(str(argument).strip().rsplit("SaslAuthenticationFailedError: ", 1)[-1])
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.reasons[-1] if self.reasons else None
+
+    def __enter__(self) -> "AuthenticationRefusals":
+        logger = logging.getLogger("kafka")
+        self._level = logger.level
+        logger.addHandler(self)
+        if logger.getEffectiveLevel() > logging.WARNING:
+            logger.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logger = logging.getLogger("kafka")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
 
 
 def admin_client(kafka: KafkaSettings, timeout: float) -> KafkaAdminClient:
     """An admin client that has answered a metadata request, or :class:`KafkaUnavailableError`."""
-    try:
-        return KafkaAdminClient(
-            request_timeout_ms=int(timeout * 1000),
-            bootstrap_timeout_ms=int(timeout * 1000),
-            client_id="pipeline-admin",
-            **kafka.client_options(),
-        )
-    except KafkaError as error:
-        raise connection_error(kafka, timeout, error) from None
+    with AuthenticationRefusals() as refusals:
+        try:
+            return KafkaAdminClient(
+                request_timeout_ms=int(timeout * 1000),
+                bootstrap_timeout_ms=int(timeout * 1000),
+                client_id="pipeline-admin",
+                **kafka.client_options(),
+            )
+        except KafkaError as error:
+            raise connection_error(kafka, timeout, error, refusals.reason) from None
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """Compose source -> parse_json -> transforms -> sinks from a configuration, as one query.
 
-One streaming query reads the source once per micro-batch. Each batch is parsed once and kept
-(``persist``) while the valid rows, after the configured transforms, go to the ``output`` sink
-and the rejected ones, with their reason, to the ``quarantine`` sink. Both writes are idempotent
+One streaming query reads the source once per micro-batch. Each batch is parsed once on its way
+to the ``output`` sink (the valid rows, after the configured transforms), counting the rejected
+rows as it goes; only a batch that has rejected rows is read a second time, for the
+``quarantine`` sink (the rejected rows with their reason). Both writes are idempotent
 by batch id (see ``pipeline_lib.sinks.files``), and Spark commits the batch in the checkpoint
 only after both returned: a batch interrupted anywhere is replayed with the same id and rows.
 """
@@ -16,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from pydantic import PositiveInt
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -163,10 +163,9 @@ def _transform_specs(items: List[Any]) -> Tuple[TransformSpec, ...]:
 
 @dataclass
 class RunSummary:
-    """What one run did: batches, rows read, written to the output and quarantined."""
+    """What one run did: batches, rows written to the output and quarantined."""
 
     batches: int = 0
-    input_rows: int = 0
     written: int = 0
     quarantined: int = 0
     seconds: float = 0.0
@@ -183,6 +182,7 @@ class BatchWriter:
         self.emit = emit
         self.summary = RunSummary()
         self._transforms = [spec.build() for spec in config.transforms]
+        self.keeps_rows = all(getattr(transform, "keeps_rows", False) for transform in self._transforms)
         self._lock = threading.Lock()
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -192,27 +192,34 @@ class BatchWriter:
         if not pending:
             self.emit(f"batch {batch_id}: written before a restart, skipped")
             return
-        # Kept for the two writes and the count, so the source is read and parsed once.
-        parsed = batch.transform(parse_json(max_bytes=self.config.max_payload_bytes)).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            counts = {row["valid"]: row["count"] for row in parsed.groupBy(F.col(ERROR_COLUMN).isNull().alias("valid")).count().collect()}
-            frames = {OUTPUT: (self._valid(parsed), counts.get(True, 0)), QUARANTINE: (parsed.transform(quarantined_records()), counts.get(False, 0))}
-            for name, sink in pending.items():
-                frame, rows = frames[name]
-                sink.write_batch(frame, batch_id, rows)
-        finally:
-            parsed.unpersist()
+        parsed = batch.transform(parse_json(max_bytes=self.config.max_payload_bytes))
+        written = quarantined = None
+        if OUTPUT in pending:
+            # Counted on the way through the output's write, so a batch without rejected rows
+            # (the usual case) reads and parses the source once.
+            counts = Observation(f"parsed-{batch_id}")
+            observed = parsed.observe(
+                counts,
+                F.count(F.when(F.col(ERROR_COLUMN).isNull(), 1)).alias("valid"),
+                F.count(F.col(ERROR_COLUMN)).alias("rejected"),
+            )
+            # Transforms that drop rows make the sink count what it writes itself.
+            known = (lambda: int(counts.get["valid"])) if self.keeps_rows else None
+            written = pending[OUTPUT].write_batch(self._valid(observed), batch_id, known)
+            quarantined = int(counts.get["rejected"])
+        if QUARANTINE in pending and quarantined == 0:
+            pending[QUARANTINE].skip_batch(batch_id)
+        elif QUARANTINE in pending:
+            quarantined = pending[QUARANTINE].write_batch(parsed.transform(quarantined_records()), batch_id)
         seconds = time.monotonic() - started
-        written, quarantined = frames[OUTPUT][1], frames[QUARANTINE][1]
         with self._lock:
             self.summary.batches += 1
-            self.summary.input_rows += written + quarantined
-            self.summary.written += written
-            self.summary.quarantined += quarantined
-        rate = (written + quarantined) / seconds if seconds > 0 else 0.0
+            self.summary.written += written or 0
+            self.summary.quarantined += quarantined or 0
+        rows = (written or 0) + (quarantined or 0)
         self.emit(
-            f"batch {batch_id}: {written + quarantined} rows in {seconds:.2f}s ({rate:,.0f} rows/s): "
-            f"{written} written, {quarantined} quarantined"
+            f"batch {batch_id}: {rows} rows in {seconds:.2f}s ({rows / max(seconds, 1e-9):,.0f} rows/s): "
+            f"{'-' if written is None else written} written, {quarantined} quarantined"
         )
 
     def _valid(self, parsed: DataFrame) -> DataFrame:

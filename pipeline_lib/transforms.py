@@ -85,6 +85,17 @@ def get_transform(name: str, **options: object) -> Transform:
     return factory(**options)
 
 
+def keeps_rows(transform: Transform) -> Transform:
+    """Mark ``transform`` as one that neither adds nor drops rows (it adds or changes columns),
+    which lets a pipeline count its output without counting again.
+
+    >>> keeps_rows(lambda df: df.withColumn("one", F.lit(1))).keeps_rows
+    True
+    """
+    transform.keeps_rows = True  # type: ignore[attr-defined]
+    return transform
+
+
 def _first_match(cases: Iterable[Tuple[Column, str]]) -> Column:
     """``CASE WHEN c1 THEN m1 WHEN c2 THEN m2 ... END``: the message of the first true case."""
     cases = list(cases)
@@ -173,11 +184,16 @@ def parse_json(
                 f"input columns {clashes} would be replaced by parse_json's output; rename them first "
                 f"(the Kafka sources give Kafka's timestamp as kafka_timestamp)"
             )
-        # inline() of a one-row array is a generator, which the optimizer does not push filters
-        # through nor inline into later steps: the JSON is parsed once, even when a later step
-        # filters on _error.
-        parsed_once = F.inline(F.array(F.struct(F.from_json(F.col(column).cast("string"), schema).alias("_parsed"))))
-        staged = df.select(*others, column, parsed_once)
+        # The optimizer pushes a filter on _error (valid_records) below a deterministic
+        # projection, copying from_json into it: the JSON would be parsed twice. A projection
+        # holding a nondeterministic column stops that push, so the JSON is parsed once; the
+        # column (the partition id) is referenced below so that it is not pruned away.
+        staged = df.select(
+            *others,
+            column,
+            F.from_json(F.col(column).cast("string"), schema).alias("_parsed"),
+            F.spark_partition_id().alias("_barrier"),
+        )
         raw = F.col(column)
         text = raw.cast("string")
         parsed = F.col("_parsed")
@@ -190,7 +206,7 @@ def parse_json(
             lambda a, b: a | b,
             [raw.isNull(), too_large, ~valid_utf8] + [parsed[name].isNull() for name in schema.fieldNames()],
         )
-        reason = F.when(suspect, _first_match(_rejection_cases(raw, text, parsed, schema, required, too_large, max_bytes)))
+        reason = F.when(suspect & (F.col("_barrier") >= 0), _first_match(_rejection_cases(raw, text, parsed, schema, required, too_large, max_bytes)))
         return staged.select(
             *[parsed[name].alias(name) for name in schema.fieldNames()],
             *others,
@@ -275,7 +291,7 @@ def add_processed_value(
     def transform(df: DataFrame) -> DataFrame:
         return df.withColumn(target, F.col(source).cast(widened) * F.lit(factor))
 
-    return transform
+    return keeps_rows(transform)
 
 
 # timestamp_seconds overflows (an ANSI error that would stop the query) far past year 9999.
@@ -302,7 +318,7 @@ def with_event_time(source: str = "timestamp", target: str = "event_time") -> Tr
         in_range = F.abs(seconds) <= F.lit(_MAX_EPOCH_SECONDS)
         return df.withColumn(target, F.when(in_range, F.timestamp_seconds(seconds)))
 
-    return transform
+    return keeps_rows(transform)
 
 
 @register_transform("select_columns")
@@ -319,4 +335,4 @@ def select_columns(columns: Sequence[str] = PROCESSED_COLUMNS) -> Transform:
             raise ValueError(f"columns {missing} are not in the DataFrame; it has {df.columns}")
         return df.select(*columns)
 
-    return transform
+    return keeps_rows(transform)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
 from pydantic import field_validator
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
 
 from pipeline_lib.config import ConfigError, Settings, parse
 from pipeline_lib.kafka_client import KafkaSettings
@@ -39,6 +40,9 @@ def register_sink(format_name: str):
     return decorator
 
 OWNER_FILE = "pipeline-owner.json"
+
+# Called after a write, it says how many rows went through (from Spark's observed metrics).
+RowCount = Callable[[], int]
 
 
 class SinkOptions(Settings):
@@ -76,17 +80,27 @@ class Sink:
         """Whether batch ``batch_id`` is already written in full (False: write it)."""
         return False
 
-    def write_batch(self, df: DataFrame, batch_id: int, rows: int) -> None:
-        """Write micro-batch ``batch_id`` (``rows`` rows; 0 still marks the batch as done)."""
+    def write_batch(self, df: DataFrame, batch_id: int, rows: Optional[RowCount] = None) -> int:
+        """Write micro-batch ``batch_id`` and return how many rows it held; a batch without
+        rows is still marked as done. ``rows``, when the caller counts the rows on their way
+        through the write (as the pipeline does), saves the sink a count of its own."""
         if self.options.columns:
             missing = [name for name in self.options.columns if name not in df.columns]
             if missing:
                 raise ValueError(f"columns {missing} are not in the rows to write; they have {df.columns}")
             df = df.select(*self.options.columns)
-        self.write(df, batch_id, rows)
+        if rows is None:
+            counted = Observation(f"{self.format}-rows-{batch_id}")
+            df = df.observe(counted, F.count(F.lit(1)).alias("rows"))
+            rows = lambda: int(counted.get["rows"])  # noqa: E731
+        return self.write(df, batch_id, rows)
 
-    def write(self, df: DataFrame, batch_id: int, rows: int) -> None:
+    def write(self, df: DataFrame, batch_id: int, rows: RowCount) -> int:
+        """Write ``df``; ``rows()``, called once the rows went through, says how many."""
         raise NotImplementedError
+
+    def skip_batch(self, batch_id: int) -> None:
+        """Record batch ``batch_id`` as written with no rows, without running a Spark job."""
 
     def read(self, spark: SparkSession) -> DataFrame:
         """What the sink holds, as a batch DataFrame (for ``--show`` and notebooks)."""

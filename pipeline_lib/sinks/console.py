@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import PositiveInt
 from pyspark.sql import DataFrame
 
-from pipeline_lib.sinks.base import Sink, SinkOptions, register_sink
+from pipeline_lib.sinks.base import RowCount, Sink, SinkOptions, register_sink
 
 
 class ConsoleSinkOptions(SinkOptions):
@@ -17,7 +17,6 @@ class ConsoleSink(Sink):
     Options = ConsoleSinkOptions
     options: ConsoleSinkOptions
 
-    def write(self, df: DataFrame, batch_id: int, rows: int) -> None:
-        if rows:
-            print(f"-- batch {batch_id} --", flush=True)
-            df.show(self.options.rows, truncate=False)
+    def write(self, df: DataFrame, batch_id: int, rows: RowCount) -> int:
+        df.show(self.options.rows, truncate=False)
+        return rows()

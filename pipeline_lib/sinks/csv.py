@@ -13,22 +13,34 @@ from pipeline_lib.sinks.files import FileSink
 def plain_decimal(column: Column) -> Column:
     """A double as the shortest decimal text that reads back to it, never in E notation:
     1715181600.123 rather than Java's 1.715181600123E9. Values a decimal(38,18) cannot hold
-    keep Java's form, which any CSV reader still parses.
+    exactly (beyond 1e18, below 1e-12) keep Java's form, which any CSV reader still parses.
 
-    >>> spark.createDataFrame([(1715181600.123,), (0.5,), (100.0,)], "x double").select(
+    >>> spark.createDataFrame([(1715181600.123,), (0.5,), (100.0,), (1.25e-11,), (3e20,)], "x double").select(
     ...     plain_decimal(F.col("x")).alias("x")).show()
-    +--------------+
-    |             x|
-    +--------------+
-    |1715181600.123|
-    |           0.5|
-    |           100|
-    +--------------+
+    +----------------+
+    |               x|
+    +----------------+
+    |  1715181600.123|
+    |             0.5|
+    |             100|
+    |0.0000000000125|
+    |          3.0E20|
+    +----------------+
     """
-    shortest = column.cast("string")  # Java's shortest round-trip digits, maybe in E notation
-    exact = F.regexp_replace(shortest.try_cast("decimal(38,18)").cast("string"), r"(\.\d*?[1-9])0+$|\.0+$", "$1")
-    representable = (F.abs(column) >= F.lit(1e-12)) & (F.abs(column) < F.lit(1e19))
-    return F.when(column.isNull(), None).when((column == 0) | representable, exact).otherwise(shortest)
+    # Spark turns a double into a decimal through its shortest digits (Double.toString), so a
+    # decimal holds exactly 1715181600.123; trailing zeros and a bare point are trimmed. Nine
+    # decimals are cheaper to render and cover the usual case; the cast back tells when not.
+    def trimmed(decimal: Column) -> Column:
+        return F.rtrim(F.rtrim(decimal.cast("string"), F.lit("0")), F.lit("."))
+
+    nine = column.cast("decimal(28,9)")
+    in_range = F.abs(column) < F.lit(1e18)
+    return (
+        F.when(column == 0, F.lit("0"))
+        .when(in_range & (nine.cast("double") == column), trimmed(nine))
+        .when(in_range & (F.abs(column) >= F.lit(1e-12)), trimmed(column.cast("decimal(38,18)")))
+        .otherwise(column.cast("string"))
+    )
 
 
 @register_sink("csv")

@@ -7,7 +7,7 @@ Readers never see a partial file: Spark and Hadoop-style readers skip ``_``-fold
 of ``*.csv`` does not descend into them. When a crash interrupts a batch, the restarted query
 replays it with the same id and rows: files of that id already renamed are removed and the batch
 is written again, so every row lands once, for ``spark.read`` and ``pandas`` over a glob alike.
-A batch without rows writes no file. The folder may be on any file system Hadoop knows
+A batch without rows publishes no file. The folder may be on any file system Hadoop knows
 (local, ``hdfs://``, ``s3a://``): every step goes through Hadoop's FileSystem API.
 """
 
@@ -19,7 +19,7 @@ from typing import ClassVar, Dict, List
 from pydantic import field_validator
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline_lib.sinks.base import Sink, SinkOptions
+from pipeline_lib.sinks.base import RowCount, Sink, SinkOptions
 
 MARKS = "_batches"
 STAGING = "_staging"
@@ -64,18 +64,29 @@ class FileSink(Sink):
         folder = _Folder(spark, self.location)
         return folder.exists(f"{MARKS}/{batch_id}")
 
-    def write(self, df: DataFrame, batch_id: int, rows: int) -> None:
+    def write(self, df: DataFrame, batch_id: int, rows: RowCount) -> int:
         folder = _Folder(df.sparkSession, self.location)
         prefix = f"batch-{batch_id:08d}-"
         folder.delete_matching(f"{prefix}*")  # what an interrupted attempt had renamed already
         staging = f"{STAGING}/batch-{batch_id}"
         folder.delete(staging)
-        if rows:
-            self.prepare(df).write.format(self.format).options(**self.writer_options).save(folder.path(staging))
+        self.prepare(df).write.format(self.format).options(**self.writer_options).save(folder.path(staging))
+        count = rows()
+        if count:  # an empty batch leaves an empty file or a bare header: publish nothing
             for index, name in enumerate(sorted(folder.names(f"{staging}/part-*"))):
                 extension = name.split(".", 1)[1] if "." in name else self.format
                 folder.rename(f"{staging}/{name}", f"{prefix}part-{index:05d}.{extension}")
         folder.delete(staging)
+        self._mark(folder, batch_id)
+        return count
+
+    def skip_batch(self, batch_id: int) -> None:
+        folder = _Folder(SparkSession.getActiveSession(), self.location)
+        folder.delete_matching(f"batch-{batch_id:08d}-*")
+        self._mark(folder, batch_id)
+
+    @staticmethod
+    def _mark(folder: "_Folder", batch_id: int) -> None:
         folder.touch(f"{MARKS}/{batch_id}")
         for old in folder.names(f"{MARKS}/*"):
             if old.isdigit() and int(old) <= batch_id - MARKS_KEPT:

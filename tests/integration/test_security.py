@@ -58,7 +58,7 @@ def test_wrong_password_stops_both_jobs_with_an_authentication_error(kafka, topi
     for result in (produced, streamed):
         assert result.returncode == 1
         (line,) = error_lines(result)
-        assert f"refused the credentials of user '{SASL_USER}': Authentication failed" in line
+        assert f"refused the credentials of user '{SASL_USER}' (PLAIN): Authentication failed" in line, line
         assert "not-the-password" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "output").exists()
