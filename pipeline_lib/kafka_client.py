@@ -149,7 +149,11 @@ def connection_error(kafka: KafkaSettings, timeout: float, error: BaseException,
             f"Kafka at {kafka.bootstrap_servers} refused the credentials of user "
             f"{kafka.sasl_username!r} ({kafka.sasl_mechanism}): {refusal}"
         )
-    return KafkaUnavailableError(f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}")
+    login = ""
+    if kafka.sasl_mechanism:
+        # A broker may close the connection on a refused login before its reason arrives.
+        login = f"; if it is up, it refused the login of user {kafka.sasl_username!r} ({kafka.sasl_mechanism})"
+    return KafkaUnavailableError(f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}{login}")
 
 
 class AuthenticationRefusals(logging.Handler):

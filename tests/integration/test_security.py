@@ -2,6 +2,8 @@
 work for both jobs, a wrong or missing password stops both with one line, and the password is
 never printed."""
 
+import re
+
 import pytest
 
 from tests.conftest import SASL_PASSWORD, SASL_USER
@@ -58,7 +60,8 @@ def test_wrong_password_stops_both_jobs_with_an_authentication_error(kafka, topi
     for result in (produced, streamed):
         assert result.returncode == 1
         (line,) = error_lines(result)
-        assert f"refused the credentials of user '{SASL_USER}' (PLAIN): Authentication failed" in line, line
+        # The broker's own reason when it arrived before the connection closed, else the login named.
+        assert re.search(rf"refused the (credentials|login) of user '{SASL_USER}' \(PLAIN\)", line), line
         assert "not-the-password" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "output").exists()
