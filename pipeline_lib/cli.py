@@ -56,6 +56,8 @@ PRODUCE_FLAGS: Dict[str, Dict[str, Any]] = {
     "--start-id": dict(dest="start_id", type=int, metavar="ID", help="first id (default: one past the highest id on the topic)"),
     "--partitions": dict(dest="partitions", type=int, metavar="N", help="partitions if the topic is created (default 1)"),
     "--timeout": dict(dest="timeout", type=float, metavar="SECONDS", help="to reach the broker and be acknowledged (default 30)"),
+    "--run-id": dict(dest="run_id", metavar="ID", help="one Kafka transaction per run, values seeded by ID: a retry sends the same records (Kestra: {{ execution.id }})"),
+    "--run-start": dict(dest="run_start", metavar="TIME", help="with --run-id: ISO-8601 or epoch seconds, the first record's timestamp (Kestra: {{ execution.startDate }})"),
 }
 
 

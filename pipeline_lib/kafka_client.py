@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Literal, Optional
 
@@ -129,6 +130,11 @@ class KafkaAuthenticationError(KafkaUnavailableError):
     """The broker answered and refused the credentials."""
 
 
+class KafkaTlsError(KafkaUnavailableError):
+    """The TLS handshake failed: the broker's certificate was not trusted, or the broker
+    refused this client's certificate."""
+
+
 def describe(error: BaseException) -> str:
     """``ErrorType: first line of its message``, without repeating the type name.
 
@@ -141,14 +147,23 @@ def describe(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def connection_error(kafka: KafkaSettings, timeout: float, error: BaseException, refusal: Optional[str] = None) -> KafkaUnavailableError:
+def connection_error(
+    kafka: KafkaSettings,
+    timeout: float,
+    error: BaseException,
+    refusal: Optional[str] = None,
+    tls_failure: Optional["TlsFailure"] = None,
+) -> KafkaUnavailableError:
     """The error for a client that could not bootstrap: refused credentials when the broker
-    said so (``refusal``, its reason), otherwise a broker that did not answer in time."""
+    said so (``refusal``, its reason), a failed TLS handshake (``tls_failure``), otherwise a
+    broker that did not answer in time."""
     if refusal is not None:
         return KafkaAuthenticationError(
             f"Kafka at {kafka.bootstrap_servers} refused the credentials of user "
             f"{kafka.sasl_username!r} ({kafka.sasl_mechanism}): {refusal}"
         )
+    if tls_failure is not None:
+        return KafkaTlsError(tls_failure.sentence(kafka))
     login = ""
     if kafka.sasl_mechanism:
         # A broker may close the connection on a refused login before its reason arrives.
@@ -156,26 +171,69 @@ def connection_error(kafka: KafkaSettings, timeout: float, error: BaseException,
     return KafkaUnavailableError(f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}{login}")
 
 
-class AuthenticationRefusals(logging.Handler):
-    """Collects the broker's reasons for refusing a SASL login while it is installed.
+# OpenSSL's words for a broker certificate this client does not trust, and for the alerts a
+# broker sends when it does not accept this client's certificate (or wanted one and got none).
+_SERVER_NOT_TRUSTED = ("CERTIFICATE_VERIFY_FAILED",)
+_CLIENT_REFUSED = (
+    "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN", "ALERT_UNKNOWN_CA",
+    "ALERT_CERTIFICATE_REQUIRED", "ALERT_HANDSHAKE_FAILURE", "ALERT_ACCESS_DENIED",
+)
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\] ([^(\n]*)")
 
-    kafka-python retries a refused login until its bootstrap times out and then reports only
-    the time-out; the refusal itself it reports through its logger, with the broker's message.
+
+class TlsFailure:
+    """A TLS handshake failure as OpenSSL worded it: who refused whose certificate."""
+
+    def __init__(self, code: str, text: str):
+        self.code = code
+        self.text = text.strip()
+
+    @property
+    def server_not_trusted(self) -> bool:
+        return self.code in _SERVER_NOT_TRUSTED
+
+    def sentence(self, kafka: KafkaSettings) -> str:
+        if self.server_not_trusted:
+            trust = f"the CA in ssl_cafile {kafka.ssl_cafile}" if kafka.ssl_cafile else "the system's CAs (no ssl_cafile)"
+            return (
+                f"the TLS certificate of Kafka at {kafka.bootstrap_servers} is not trusted: it is not signed by "
+                f"{trust}, or does not name that host ({self.text})"
+            )
+        given = f"ssl_certfile {kafka.ssl_certfile}" if kafka.ssl_certfile else "none given: set ssl_certfile and ssl_keyfile"
+        return f"Kafka at {kafka.bootstrap_servers} refused the TLS client certificate ({given}): {self.text}"
+
+
+class AuthenticationRefusals(logging.Handler):
+    """Collects the broker's reasons for refusing a SASL login, and TLS handshake failures,
+    while it is installed.
+
+    kafka-python retries a refused login or a failed handshake until its bootstrap times out and
+    then reports only the time-out; the cause itself it reports through its logger: the broker's
+    message for a login, OpenSSL's for a handshake.
     """
 
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.reasons: List[str] = []
+        self.tls_failures: List[TlsFailure] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         for argument in record.args if isinstance(record.args, tuple) else ():
             if isinstance(argument, SaslAuthenticationFailedError):
                 # "[Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError: <broker's words>"
                 self.reasons.append(str(argument).strip().rsplit("SaslAuthenticationFailedError: ", 1)[-1])
+            elif isinstance(argument, (KafkaError, ssl.SSLError)):
+                match = _SSL_REASON.search(str(argument))
+                if match and any(code in match.group(1) for code in _SERVER_NOT_TRUSTED + _CLIENT_REFUSED):
+                    self.tls_failures.append(TlsFailure(match.group(1), match.group(2)))
 
     @property
     def reason(self) -> Optional[str]:
         return self.reasons[-1] if self.reasons else None
+
+    @property
+    def tls_failure(self) -> Optional[TlsFailure]:
+        return self.tls_failures[-1] if self.tls_failures else None
 
     def __enter__(self) -> "AuthenticationRefusals":
         logger = logging.getLogger("kafka")
@@ -202,7 +260,7 @@ def admin_client(kafka: KafkaSettings, timeout: float) -> KafkaAdminClient:
                 **kafka.client_options(),
             )
         except KafkaError as error:
-            raise connection_error(kafka, timeout, error, refusals.reason) from None
+            raise connection_error(kafka, timeout, error, refusals.reason, refusals.tls_failure) from None
 
 
 @contextmanager

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import re
 import time
-from typing import Callable, Dict, Iterator, List, Optional
+from datetime import datetime, timezone
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
-from pydantic import NonNegativeInt, PositiveFloat, conint
+from kafka.errors import KafkaError, KafkaTimeoutError
+from pydantic import NonNegativeInt, PositiveFloat, conint, field_validator, model_validator
 
 from pipeline_lib.config import Settings, parse, read_layers
 from pipeline_lib.kafka_client import (
@@ -22,6 +25,13 @@ from pipeline_lib.kafka_client import (
 )
 
 
+# A transaction must end within the broker's transaction.max.timeout.ms (15 minutes by default).
+MAX_TRANSACTION_MS = 900_000
+MAX_RUN_SECONDS = 780
+RUN_HEADER = "pipeline-run-id"
+RUN_TAIL = 1000  # records per partition scanned for a run already committed
+
+
 class ProducerConfig(Settings):
     """Everything ``jobs/produce.py`` needs."""
 
@@ -32,6 +42,28 @@ class ProducerConfig(Settings):
     start_id: Optional[NonNegativeInt] = None  # None: one past the highest id on the topic
     partitions: conint(ge=1, le=10000) = 1  # type: ignore[valid-type]
     timeout: PositiveFloat = 30.0  # seconds to reach the broker and to have every record acknowledged
+    # A run (a Kestra execution): its records are one Kafka transaction, their values seeded by
+    # the run id and their timestamps counted from run_start, so a retry sends the same records.
+    run_id: Optional[str] = None
+    run_start: Optional[datetime] = None
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and re.fullmatch(r"[A-Za-z0-9._:@+=/-]{1,200}", value) is None:
+            raise ValueError(f"{value!r} is not a run id (1-200 letters, digits or . _ : @ + = / -)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_transaction(self) -> "ProducerConfig":
+        if self.run_start is not None and self.run_id is None:
+            raise ValueError("run_start: needs run_id (a run's records are reproduced from both)")
+        if self.run_id is not None and self.rate and self.count / self.rate > MAX_RUN_SECONDS:
+            raise ValueError(
+                f"rate: a run is one Kafka transaction, at most {MAX_RUN_SECONDS}s here; "
+                f"{self.count} records at {self.rate:g}/s take {self.count / self.rate:.0f}s"
+            )
+        return self
 
 
 def load_producer_config(
@@ -59,7 +91,7 @@ class ProduceError(RuntimeError):
 def generate_records(
     count: int,
     start_id: int = 1,
-    seed: Optional[int] = None,
+    seed: Optional[Union[int, str]] = None,
     clock: Callable[[], float] = time.time,
 ) -> Iterator[Dict[str, object]]:
     """Records ``{"id", "value", "timestamp"}``: ids consecutive from ``start_id``, value a
@@ -73,6 +105,33 @@ def generate_records(
         yield {"id": record_id, "value": rng.randint(0, 100), "timestamp": round(clock(), 3)}
 
 
+def run_records(
+    count: int,
+    start_id: int,
+    run_id: str,
+    seed: Optional[int] = None,
+    run_start: Optional[datetime] = None,
+    rate: Optional[float] = None,
+) -> Iterator[Dict[str, object]]:
+    """The records of a run: the same for every attempt of the run. Values come from a generator
+    seeded by ``run_id`` (and ``seed``); record k's timestamp is ``run_start`` plus k intervals
+    of the rate (1 ms without one). Without ``run_start`` timestamps are the moment of generation.
+
+    >>> first = list(run_records(3, 1, "exec-1", run_start=datetime(2024, 5, 8, 15, 20, tzinfo=timezone.utc), rate=10))
+    >>> first == list(run_records(3, 1, "exec-1", run_start=datetime(2024, 5, 8, 15, 20, tzinfo=timezone.utc), rate=10))
+    True
+    >>> [record["timestamp"] for record in first]
+    [1715181600.0, 1715181600.1, 1715181600.2]
+    """
+    clock: Callable[[], float] = time.time
+    if run_start is not None:
+        start = (run_start if run_start.tzinfo else run_start.replace(tzinfo=timezone.utc)).timestamp()
+        step = 1.0 / rate if rate else 0.001
+        ticks = itertools.count()
+        clock = lambda: start + next(ticks) * step  # noqa: E731
+    return generate_records(count, start_id, f"{run_id}:{seed}" if seed is not None else run_id, clock)
+
+
 def encode(record: Dict[str, object]) -> bytes:
     """The wire form: compact JSON as in ``{"id": 1, "value": 75, "timestamp": 1715181600.123}``."""
     return json.dumps(record).encode("utf-8")
@@ -81,13 +140,19 @@ def encode(record: Dict[str, object]) -> bytes:
 def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) -> int:
     """Send ``config.count`` generated records; return how many the broker acknowledged.
 
-    Raises :class:`ProduceError` when the broker cannot be reached within ``config.timeout`` or
-    any record is not acknowledged, saying how many were.
+    With ``config.run_id`` the records are one Kafka transaction (transactional id from the run
+    id): a new attempt of the run fences the previous one and aborts what it left open, sends the
+    same records (see :func:`run_records`) from the same first id, and a run already committed is
+    not sent again. Raises :class:`ProduceError` when the broker cannot be reached within
+    ``config.timeout`` or any record is not acknowledged, saying how many were.
     """
     kafka = config.kafka
+    transactional = config.run_id is not None
     try:
         created = ensure_topic(kafka, config.partitions, config.timeout)
-        start_id = config.start_id if config.start_id is not None else (1 if created else next_id(kafka, config.timeout))
+        extra: Dict[str, object] = {}
+        if transactional:
+            extra = dict(transactional_id=transactional_id(kafka.topic, config.run_id), transaction_timeout_ms=_transaction_ms(config))
         producer = KafkaProducer(
             acks="all",
             enable_idempotence=True,
@@ -98,12 +163,33 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             max_block_ms=int(config.timeout * 1000),
             bootstrap_timeout_ms=int(config.timeout * 1000),
             client_id="pipeline-producer",
+            **extra,
             **kafka.client_options(),
         )
     except KafkaUnavailableError as error:
         raise ProduceError(str(error), 0, config.count) from None
     except KafkaError as error:
         raise ProduceError(str(connection_error(kafka, config.timeout, error)), 0, config.count) from None
+    try:
+        if transactional:
+            # Fences an earlier attempt of this run: its open transaction is aborted (or, if it
+            # was committing, completed) before this returns, so the scan below sees the truth.
+            producer.init_transactions()
+        scan = not created and (config.start_id is None or transactional)
+        # A run's records are one transaction at the end of the log, unless others came after:
+        # a longer tail finds them after a few executions more.
+        tail = RUN_TAIL if transactional else 100
+        highest, committed = _scan_tail(kafka, config.timeout, tail, config.run_id) if scan else (0, 0)
+    except KafkaError as error:
+        producer.close(timeout=5)
+        raise ProduceError(f"Kafka at {kafka.bootstrap_servers}: {describe(error)}", 0, config.count) from None
+    if committed:
+        producer.close(timeout=5)
+        emit(f"run {config.run_id} is already on {kafka.topic} (committed by an earlier attempt): nothing sent again")
+        return config.count
+    start_id = config.start_id if config.start_id is not None else highest + 1
+    if transactional:
+        return _send_transaction(config, producer, start_id, emit)
     futures: List = []
     interval = 1.0 / config.rate if config.rate else 0.0
     next_send = time.monotonic()
@@ -131,6 +217,59 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
     return acknowledged
 
 
+def transactional_id(topic: str, run_id: str) -> str:
+    """The Kafka transactional id of a run: every attempt of the run has the same one.
+
+    >>> transactional_id("input-data", "4wjLXfN6Ds0IqcJTRmGUfd")
+    'pipeline-produce.input-data.4wjLXfN6Ds0IqcJTRmGUfd'
+    """
+    return f"pipeline-produce.{topic}.{run_id}"
+
+
+def _transaction_ms(config: ProducerConfig) -> int:
+    """Long enough for the whole run, bounded by the broker's maximum. An attempt killed and
+    never retried leaves its transaction open this long (read_committed readers wait for it)."""
+    expected = config.count / config.rate if config.rate else 0.0
+    return min(MAX_TRANSACTION_MS, max(60_000, int((expected + 2 * config.timeout) * 1000)))
+
+
+def _send_transaction(config: ProducerConfig, producer: KafkaProducer, start_id: int, emit: Callable[[str], None]) -> int:
+    """The run's records as one transaction: all committed, or none."""
+    kafka = config.kafka
+    run_header = [(RUN_HEADER, str(config.run_id).encode("utf-8"))]
+    interval = 1.0 / config.rate if config.rate else 0.0
+    next_send = time.monotonic()
+    futures: List = []
+    try:
+        producer.begin_transaction()
+        for record in run_records(config.count, start_id, str(config.run_id), config.seed, config.run_start, config.rate):
+            if interval:
+                next_send += interval
+                time.sleep(max(0.0, next_send - time.monotonic()))
+            futures.append(
+                producer.send(kafka.topic, key=str(record["id"]).encode("utf-8"), value=encode(record), headers=run_header)
+            )
+        producer.flush(timeout=config.timeout)
+        if any(not future.succeeded() for future in futures):
+            failures = [future.exception for future in futures if future.failed()]
+            raise failures[0] if failures else KafkaTimeoutError("not acknowledged in time")
+        producer.commit_transaction()
+    except KafkaError as error:
+        try:
+            producer.abort_transaction()
+        except KafkaError:
+            pass  # the next attempt's init_transactions aborts it, or the transaction times out
+        raise ProduceError(
+            f"run {config.run_id}: none of {config.count} records committed to {kafka.topic} "
+            f"({describe(error)}); a retry with the same run id sends them again",
+            0,
+            config.count,
+        ) from None
+    finally:
+        producer.close(timeout=5)
+    emit(f"run {config.run_id}: ids {start_id}-{start_id + config.count - 1} committed in one transaction")
+    return config.count
+
 
 def next_id(kafka: KafkaSettings, timeout: float, tail: int = 100) -> int:
     """One past the highest record id among the last ``tail`` records of each partition of
@@ -138,6 +277,12 @@ def next_id(kafka: KafkaSettings, timeout: float, tail: int = 100) -> int:
     Only committed records count: those of an aborted transaction are not on the topic for
     readers. Payloads without an integer ``id`` are passed over.
     """
+    return _scan_tail(kafka, timeout, tail)[0] + 1
+
+
+def _scan_tail(kafka: KafkaSettings, timeout: float, tail: int = 100, run_id: Optional[str] = None) -> Tuple[int, int]:
+    """The highest record id among the last ``tail`` committed records of each partition, and
+    how many of those carry ``run_id`` in their run header (0 without one)."""
     consumer = KafkaConsumer(
         isolation_level="read_committed",
         enable_auto_commit=False,
@@ -146,21 +291,24 @@ def next_id(kafka: KafkaSettings, timeout: float, tail: int = 100) -> int:
         client_id="pipeline-next-id",
         **kafka.client_options(),
     )
+    marker = run_id.encode("utf-8") if run_id else None
     try:
         partitions = [TopicPartition(kafka.topic, p) for p in consumer.partitions_for_topic(kafka.topic) or ()]
         consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions)
+        ends = consumer.end_offsets(partitions)  # read_committed: the last stable offsets
         starts = consumer.beginning_offsets(partitions)
         remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
         for tp in remaining:
             consumer.seek(tp, max(starts[tp], ends[tp] - tail))
-        highest = 0
+        highest, of_run = 0, 0
         deadline = time.monotonic() + timeout
         while remaining and time.monotonic() < deadline:
             for tp, records in consumer.poll(timeout_ms=200).items():
                 highest = max([highest, *(_record_id(record.value) for record in records)])
+                if marker is not None:
+                    of_run += sum(1 for record in records if (RUN_HEADER, marker) in (record.headers or []))
             remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
-        return highest + 1
+        return highest, of_run
     finally:
         consumer.close()
 

@@ -14,11 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PIPELINE_JARS", str(ROOT / "infra" / "spark" / "jars"))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-from infra.kafka.broker import LocalKafka, free_port  # noqa: E402
+from infra.kafka.broker import BrokerTls, LocalKafka, free_port  # noqa: E402
 from pipeline_lib.session import get_spark  # noqa: E402
 
 SASL_USER = "pipeline"
 SASL_PASSWORD = "s3cret-pipeline-pw"
+# Characters that end or change a JAAS entry or a properties line unless escaped.
+SPECIAL_USER = 'pi"pe line'
+SPECIAL_PASSWORD = 'p"a\\ss w0rd;'
+SCRAM_USER = "pipeline-scram"
+SCRAM_PASSWORD = "s3cret-scram-pw"
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +38,28 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory) -> Iterator[LocalKafka]:
-    """A broker of the test run's own on free loopback ports, with a PLAINTEXT listener and a
-    SASL_PLAINTEXT (PLAIN) one; stopped at the end."""
+def tls_files(tmp_path_factory):
+    """PEM files made for this run: a CA, the broker's certificate, a client certificate, and an
+    unrelated CA with a client certificate of its own (tests/certificates.py)."""
+    from tests.certificates import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory, tls_files) -> Iterator[LocalKafka]:
+    """A broker of the test run's own on free loopback ports, stopped at the end. Listeners:
+    PLAINTEXT (``bootstrap_servers``); SASL_PLAINTEXT (``sasl_bootstrap_servers``) with PLAIN for
+    SASL_USER and SPECIAL_USER and SCRAM-SHA-256/512 for SCRAM_USER and SPECIAL_USER; SSL
+    (``ssl_bootstrap_servers``) and SSL requiring a client certificate signed by the test CA
+    (``mtls_bootstrap_servers``)."""
     broker = LocalKafka(
         tmp_path_factory.mktemp("kafka"),
         port=free_port(),
         sasl_port=free_port(),
-        sasl_users={SASL_USER: SASL_PASSWORD},
+        sasl_users={SASL_USER: SASL_PASSWORD, SPECIAL_USER: SPECIAL_PASSWORD},
+        scram_users={SCRAM_USER: SCRAM_PASSWORD, SPECIAL_USER: SPECIAL_PASSWORD},
+        tls=BrokerTls(certfile=tls_files.server.certfile, keyfile=tls_files.server.keyfile, cafile=tls_files.ca),
     )
     broker.start()
     yield broker

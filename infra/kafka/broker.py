@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import os
 import signal
 import socket
@@ -19,11 +20,13 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
 HERE = Path(__file__).resolve().parent
 LIBS = HERE / "libs"
+SCRAM_ITERATIONS = 4096
 
 LOG4J2 = """\
 status = warn
@@ -54,11 +57,63 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def jaas_quote(value: str) -> str:
+    """``value`` as a quoted JAAS option value (Kafka's JaasConfig reads ``\\`` and ``\\"``).
+
+    >>> print(jaas_quote('p"a\\\\ss;'))
+    "p\\"a\\\\ss;"
+    """
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def properties_value(value: str) -> str:
+    """``value`` as written in a Java properties file, read back unchanged (backslashes,
+    leading blanks, line breaks, characters beyond Latin-1).
+
+    >>> properties_value(' a\\\\b')
+    '\\\\ a\\\\\\\\b'
+    """
+    out = []
+    for index, char in enumerate(value):
+        if char == "\\":
+            out.append("\\\\")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif char in " \t\f" and index == 0:
+            out.append("\\" + char)
+        elif ord(char) > 126 or ord(char) < 32:
+            out.extend(f"\\u{unit:04x}" for unit in _utf16_units(char))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _utf16_units(char: str) -> list:
+    data = char.encode("utf-16-be")
+    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """PEM files for the broker's TLS listeners: its certificate chain and PKCS#8 key, and the
+    CA whose client certificates the mutual-TLS listener accepts."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+
+
 class LocalKafka:
     """One broker+controller process with its data, config, log and pid file under ``home``.
 
-    ``sasl_users`` (name -> password) adds a SASL_PLAINTEXT listener with the PLAIN mechanism on
-    ``sasl_port``, beside the PLAINTEXT one on ``port``.
+    Listeners, all on 127.0.0.1: PLAINTEXT on ``port``; with ``sasl_port``, SASL_PLAINTEXT with
+    PLAIN for ``sasl_users`` and SCRAM-SHA-256 and SCRAM-SHA-512 for ``scram_users`` (name ->
+    password; the SCRAM credentials are written into the storage when it is formatted); with
+    ``tls``, SSL on ``ssl_port`` (server authentication only) and SSL with client certificates
+    signed by ``tls.cafile`` required on ``mtls_port``.
     """
 
     def __init__(
@@ -69,6 +124,10 @@ class LocalKafka:
         sasl_port: Optional[int] = None,
         sasl_users: Optional[Dict[str, str]] = None,
         heap: str = "512m",
+        scram_users: Optional[Dict[str, str]] = None,
+        tls: Optional[BrokerTls] = None,
+        ssl_port: Optional[int] = None,
+        mtls_port: Optional[int] = None,
     ):
         self.home = Path(home).resolve()
         self.port = port
@@ -76,6 +135,10 @@ class LocalKafka:
         self.controller_port = controller_port or self._configured_controller_port() or free_port()
         self.sasl_port = sasl_port
         self.sasl_users = sasl_users or {}
+        self.scram_users = scram_users or {}
+        self.tls = tls
+        self.ssl_port = ssl_port or (free_port() if tls else None)
+        self.mtls_port = mtls_port or (free_port() if tls else None)
         self.heap = heap
         self.pid_file = self.home / "kafka.pid"
         self.log_file = self.home / "server.log"
@@ -97,6 +160,14 @@ class LocalKafka:
     def sasl_bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.sasl_port}"
 
+    @property
+    def ssl_bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def mtls_bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.mtls_port}"
+
     def pid(self) -> Optional[int]:
         try:
             pid = int(self.pid_file.read_text().strip())
@@ -114,8 +185,9 @@ class LocalKafka:
             f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-            f"log.dirs={self.home / 'data'}",
+            "listener.security.protocol.map="
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL",
+            f"log.dirs={properties_value(str(self.home / 'data'))}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",
             "transaction.state.log.replication.factor=1",
@@ -126,17 +198,56 @@ class LocalKafka:
             # Room for oversized test payloads, which the pipeline must quarantine, not lose.
             "message.max.bytes=4194304",
         ]
-        if self.sasl_users:
+        if self.sasl_users or self.scram_users:
             listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
             advertised.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
-            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            # Every name and password is quoted and escaped: any character stays part of it.
+            users = " ".join(f"{jaas_quote('user_' + name)}={jaas_quote(password)}" for name, password in self.sasl_users.items())
+            scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
             lines += [
-                "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
-                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
-                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+                "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config=" + properties_value(
+                    f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+                ),
+                f"listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={scram}",
+                f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram}",
             ]
+        if self.tls:
+            for name, port in (("SSL", self.ssl_port), ("MTLS", self.mtls_port)):
+                listeners.append(f"{name}://127.0.0.1:{port}")
+                advertised.append(f"{name}://127.0.0.1:{port}")
+                prefix = f"listener.name.{name.lower()}.ssl."
+                lines += [
+                    # PEM given inline: the chain and the unencrypted PKCS#8 key as they are in the files.
+                    f"{prefix}keystore.type=PEM",
+                    f"{prefix}keystore.certificate.chain={properties_value(self.tls.certfile.read_text())}",
+                    f"{prefix}keystore.key={properties_value(self.tls.keyfile.read_text())}",
+                    f"{prefix}truststore.type=PEM",
+                    f"{prefix}truststore.certificates={properties_value(self.tls.cafile.read_text())}",
+                    f"{prefix}client.auth={'required' if name == 'MTLS' else 'none'}",
+                ]
         lines += [f"listeners={','.join(listeners)}", f"advertised.listeners={','.join(advertised)}"]
         return "\n".join(lines) + "\n"
+
+    def _scram_arguments(self) -> list:
+        """``--add-scram`` arguments of the storage format, one per user and mechanism.
+
+        Kafka's parser of these arguments splits on commas and knows no escape, so the password
+        is given already salted (base64): any character in it survives. A name cannot hold a comma.
+        """
+        arguments = []
+        for name, password in self.scram_users.items():
+            if "," in name or name.startswith('"') or not name:
+                raise ValueError(f"SCRAM user name {name!r} cannot be given to kafka-storage (no comma, no leading quote)")
+            for mechanism, digest in (("SCRAM-SHA-256", "sha256"), ("SCRAM-SHA-512", "sha512")):
+                salt = os.urandom(16)
+                salted = hashlib.pbkdf2_hmac(digest, password.encode("utf-8"), salt, SCRAM_ITERATIONS)
+                arguments += [
+                    "--add-scram",
+                    f"{mechanism}=[name={name},iterations={SCRAM_ITERATIONS},"
+                    f"salt={base64.b64encode(salt).decode()},saltedpassword={base64.b64encode(salted).decode()}]",
+                ]
+        return arguments
 
     def _java(self, main_class: str, *args: str) -> list:
         return [
@@ -159,7 +270,10 @@ class LocalKafka:
         if not (self.home / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)),
+                self._java(
+                    "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config),
+                    *self._scram_arguments(),
+                ),
                 check=True,
                 stdout=subprocess.DEVNULL,
             )

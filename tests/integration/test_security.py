@@ -1,21 +1,22 @@
-"""Authenticated Kafka (SASL/PLAIN on the test broker's second listener): the right credentials
-work for both jobs, a wrong or missing password stops both with one line, and the password is
-never printed."""
+"""Authenticated Kafka (SASL on the test broker's second listener: PLAIN, SCRAM-SHA-256 and
+SCRAM-SHA-512): the right credentials work for both jobs, also with quotes, a backslash, a blank
+and a semicolon in the user name and password; a wrong or missing password stops both with one
+line; the password is never printed."""
 
 import re
 
 import pytest
 
-from tests.conftest import SASL_PASSWORD, SASL_USER
+from tests.conftest import SASL_PASSWORD, SASL_USER, SCRAM_PASSWORD, SCRAM_USER, SPECIAL_PASSWORD, SPECIAL_USER
 from tests.helpers import job
 from tests.integration.test_pipeline import read_csv
 
 
-def credentials(password=SASL_PASSWORD):
+def credentials(password=SASL_PASSWORD, user=SASL_USER, mechanism="PLAIN"):
     return {
         "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "KAFKA_SASL_MECHANISM": "PLAIN",
-        "KAFKA_SASL_USERNAME": SASL_USER,
+        "KAFKA_SASL_MECHANISM": mechanism,
+        "KAFKA_SASL_USERNAME": user,
         "KAFKA_SASL_PASSWORD": password,
     }
 
@@ -78,3 +79,47 @@ def test_no_credentials_read_and_write_nothing(kafka, bootstrap, topic, tmp_path
     from pipeline_lib.kafka_client import topic_exists
 
     assert not topic_exists(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 10)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_special_characters_in_user_and_password_run_the_whole_pipeline(kafka, spark, topic, tmp_path, short_timeout, mechanism):
+    # The user 'pi"pe line' with the password 'p"a\ss w0rd;': quoted and escaped in the broker's
+    # JAAS entry (PLAIN), in the storage's SCRAM credentials, and in the Spark source's JAAS entry.
+    login = credentials(SPECIAL_PASSWORD, SPECIAL_USER, mechanism)
+
+    produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--count", "10", env=login)
+    streamed = job("stream", *stream_args(kafka, topic, tmp_path, short_timeout), env=login)
+
+    assert produced.returncode == 0, produced.stderr
+    assert streamed.returncode == 0, streamed.stderr[-3000:]
+    assert sorted(row["id"] for row in read_csv(spark, tmp_path).collect()) == list(range(1, 11))
+    for result in (produced, streamed):
+        assert SPECIAL_PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_a_wrong_scram_password_stops_both_jobs_saying_the_credentials_were_refused(kafka, topic, tmp_path, short_timeout, mechanism):
+    wrong = credentials("not-the-password", SCRAM_USER, mechanism)
+
+    produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--timeout", "5", env=wrong)
+    streamed = job("stream", *stream_args(kafka, topic, tmp_path, short_timeout), env=wrong)
+
+    for result in (produced, streamed):
+        assert result.returncode == 1
+        (line,) = error_lines(result)
+        assert f"refused the credentials of user '{SCRAM_USER}' ({mechanism})" in line, line
+        assert "invalid credentials" in line, line
+        assert "not-the-password" not in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "output").exists()
+
+
+def test_the_scram_user_with_its_own_password_is_accepted_by_both_mechanisms(kafka):
+    from pipeline_lib.kafka_client import KafkaSettings, topic_exists
+
+    for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+        settings = KafkaSettings(
+            bootstrap_servers=kafka.sasl_bootstrap_servers, topic="none-such", security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism=mechanism, sasl_username=SCRAM_USER, sasl_password=SCRAM_PASSWORD,
+        )
+        assert topic_exists(settings, 10) is False

@@ -1,0 +1,87 @@
+"""TLS on the test broker, with PEM files made for the run (tests/certificates.py): both jobs over
+SSL and over mutual TLS; a client certificate from another CA, or none, refused by the broker; a
+broker certificate not signed by ssl_cafile refused by the jobs. Each refusal is one line, and
+nothing is read or written."""
+
+import pytest
+
+from tests.helpers import job
+from tests.integration.test_pipeline import read_csv
+
+
+def tls(cafile, identity=None):
+    env = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(cafile)}
+    if identity is not None:
+        env.update(KAFKA_SSL_CERTFILE=str(identity.certfile), KAFKA_SSL_KEYFILE=str(identity.keyfile))
+    return env
+
+
+def stream_args(servers, topic, folder, config):
+    return [
+        "--bootstrap-servers", servers, "--topic", topic,
+        "--output", str(folder / "output"), "--checkpoint", str(folder / "checkpoint"),
+        "--quarantine", str(folder / "quarantine"), "--config", str(config),
+    ]
+
+
+@pytest.fixture
+def short_timeout(tmp_path):
+    path = tmp_path / "pipeline.yml"
+    path.write_text("source:\n  connect_timeout: 5\n")
+    return path
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("listener", ["ssl", "mutual-tls"])
+def test_both_jobs_run_over_tls(kafka, tls_files, spark, topic, tmp_path, short_timeout, listener):
+    if listener == "ssl":
+        servers, env = kafka.ssl_bootstrap_servers, tls(tls_files.ca)
+    else:
+        servers, env = kafka.mtls_bootstrap_servers, tls(tls_files.ca, tls_files.client)
+
+    produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--count", "10", env=env)
+    streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
+
+    assert produced.returncode == 0, produced.stderr
+    assert streamed.returncode == 0, streamed.stderr[-3000:]
+    assert sorted(row["id"] for row in read_csv(spark, tmp_path).collect()) == list(range(1, 11))
+    for result in (produced, streamed):
+        assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("client", ["other-ca", "none"])
+def test_the_broker_refuses_a_client_certificate_it_did_not_sign(kafka, tls_files, topic, tmp_path, short_timeout, client):
+    identity = tls_files.other_client if client == "other-ca" else None
+    env = tls(tls_files.ca, identity)
+    servers = kafka.mtls_bootstrap_servers
+
+    produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--timeout", "5", env=env)
+    streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
+
+    expected = f"ssl_certfile {identity.certfile}" if identity else "none given"
+    for result in (produced, streamed):
+        assert result.returncode == 1, result.stderr[-3000:]
+        (line,) = error_lines(result)
+        assert f"Kafka at {servers} refused the TLS client certificate ({expected}" in line, line
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "output").exists()
+
+
+def test_the_jobs_refuse_a_broker_certificate_not_signed_by_ssl_cafile(kafka, tls_files, topic, tmp_path, short_timeout):
+    # The broker's certificate is signed by the test CA; ssl_cafile names another one.
+    env = tls(tls_files.other_ca)
+    servers = kafka.ssl_bootstrap_servers
+
+    produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--timeout", "5", env=env)
+    streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
+
+    for result in (produced, streamed):
+        assert result.returncode == 1, result.stderr[-3000:]
+        (line,) = error_lines(result)
+        assert f"the TLS certificate of Kafka at {servers} is not trusted" in line, line
+        assert f"not signed by the CA in ssl_cafile {tls_files.other_ca}" in line, line
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "output").exists()
