@@ -75,6 +75,7 @@ def _stream_flags() -> Dict[str, Dict[str, Any]]:
         "--connect-timeout": dict(dest="source.connect_timeout", type=float, metavar="SECONDS", help="to reach the broker before starting (default 30)"),
         "--output": dict(dest="output.path", metavar="DIR", help="output folder (default output)"),
         "--format": dict(dest="output.format", metavar="FORMAT", help=f"one of {', '.join(SINKS.names())} (default csv)"),
+        "--output-topic": dict(dest="output.topic", metavar="NAME", help="topic to write, for --format kafka"),
         "--quarantine": dict(dest="quarantine.path", metavar="DIR", help="folder of rejected records, JSON lines (default quarantine)"),
         "--checkpoint": dict(dest="checkpoint", metavar="DIR", help="the query's checkpoint folder (default checkpoint)"),
         "--trigger": dict(dest="trigger", metavar="WHEN", help="available-now (default), once, processing-time=5s"),
@@ -142,7 +143,18 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
     flags = _stream_flags()
     overrides: Dict[str, Any] = {}
     try:
-        args = _parser("Stream records from a source through the transforms into files.", flags).parse_args(argv)
+        parser = _parser("Stream records from a source through the transforms into files.", flags)
+        for kind in ("transforms", "sources", "sinks"):
+            parser.add_argument(f"--list-{kind}", action="store_true", help=f"print the {kind}, one a line with its options, and exit")
+        args = parser.parse_args(argv)
+        listed = [kind for kind in ("transforms", "sources", "sinks") if getattr(args, f"list_{kind}")]
+        if listed:
+            from pipeline_lib.catalog import catalog_lines
+
+            for kind in listed:
+                for line in catalog_lines(kind):
+                    _say(line)
+            return 0
         overrides = _overrides(args, flags)
         show = overrides.pop("show")
         if show is not None and show < 0:

@@ -6,6 +6,15 @@ rows as it goes; only a batch that has rejected rows is read a second time, for 
 ``quarantine`` sink (the rejected rows with their reason). Both writes are idempotent
 by batch id (see ``pipeline_lib.sinks.files``), and Spark commits the batch in the checkpoint
 only after both returned: a batch interrupted anywhere is replayed with the same id and rows.
+
+A transform may reject rows as the parse stage does (the ``_error`` mark, as an expectation with
+``on_violation: quarantine`` does): those go to the quarantine with the parse's rejects. A
+transform's ``metrics`` are observed on the rows going into it and reported per batch.
+
+A pipeline with a stateful transform (``streaming_stateful``: an aggregation by event-time
+window with a watermark) cannot work one micro-batch at a time: it runs two queries instead,
+each with its own checkpoint (``<checkpoint>/output``, ``<checkpoint>/quarantine``), the parse
+and the transforms applied to the stream itself, each query writing its sink idempotently.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from pydantic import PositiveInt
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -38,6 +48,8 @@ from pipeline_lib.transforms import (
     quarantined_records,
     valid_records,
 )
+
+Metric = Tuple[List[str], Observation]
 
 OUTPUT = "output"
 QUARANTINE = "quarantine"
@@ -71,6 +83,11 @@ class PipelineConfig:
     def sinks(self) -> Dict[str, Sink]:
         return {OUTPUT: self.output, QUARANTINE: self.quarantine}
 
+    @property
+    def stateful(self) -> bool:
+        """Whether a transform keeps state across micro-batches (then the stream is transformed)."""
+        return any(getattr(spec.build(), "streaming_stateful", False) for spec in self.transforms)
+
 
 class _Sections(Settings):
     """The top level of a pipeline configuration; each section is validated by its owner."""
@@ -103,8 +120,8 @@ def load_pipeline_config(
     sections = parse(_Sections, read_layers(path, overrides, environ, KAFKA_ENVIRONMENT))
     kafka = parse(KafkaSettings, sections.kafka, "kafka")
     source = build_source(sections.source, kafka)
-    output = build_sink({**DEFAULT_OUTPUT, **sections.output}, kafka, OUTPUT)
-    quarantine = build_sink({**DEFAULT_QUARANTINE, **sections.quarantine}, kafka, QUARANTINE)
+    output = build_sink(sections.output, kafka, OUTPUT, DEFAULT_OUTPUT)
+    quarantine = build_sink(sections.quarantine, kafka, QUARANTINE, DEFAULT_QUARANTINE)
     require(quarantine.format != "csv", "quarantine.format", "must not be csv: payloads could become spreadsheet formulas; use json or parquet")
     if output.location and quarantine.location:
         require(
@@ -123,10 +140,12 @@ def load_pipeline_config(
         "trigger",
         f"the {source.describe()} source never runs dry; use processing-time=<interval> with it",
     )
+    transforms = _transform_specs(sections.transforms)
+    _check_on_schema(source, transforms, sections.app_name)
     return PipelineConfig(
         kafka=kafka,
         source=source,
-        transforms=_transform_specs(sections.transforms),
+        transforms=transforms,
         output=output,
         quarantine=quarantine,
         checkpoint=sections.checkpoint,
@@ -161,17 +180,60 @@ def _transform_specs(items: List[Any]) -> Tuple[TransformSpec, ...]:
     return tuple(specs)
 
 
+def _check_on_schema(source: Source, specs: Tuple[TransformSpec, ...], app_name: str) -> None:
+    """Apply the transforms to the schema of the source's valid rows, when one of them has
+    options only Spark can check (``checked_on_schema``) or keeps state: a bad option is then a
+    :class:`ConfigError` naming the transform, before any query starts."""
+    transforms = [spec.build() for spec in specs]
+    marked = ("checked_on_schema", "streaming_stateful")
+    if not any(getattr(transform, mark, False) for transform in transforms for mark in marked):
+        return
+    from pipeline_lib.session import get_spark
+
+    spark = SparkSession.getActiveSession() or get_spark(app_name)
+    try:
+        rows = source.read_stream(spark).transform(parse_json()).transform(valid_records())
+    except (PySparkException, RuntimeError) as error:
+        raise ConfigError("source", str(error).splitlines()[0]) from None
+    for index, transform in enumerate(transforms):
+        require(
+            not (getattr(transform, "streaming_stateful", False) and ERROR_COLUMN in rows.columns),
+            f"transforms[{index}]",
+            "a stateful transform cannot follow one that quarantines rows; drop them instead",
+        )
+        try:
+            rows = rows.transform(transform)
+        except (PySparkException, ValueError, TypeError) as error:
+            raise ConfigError(f"transforms[{index}]", str(error).splitlines()[0]) from None
+
+
 @dataclass
 class RunSummary:
-    """What one run did: batches, rows written to the output and quarantined."""
+    """What one run did: batches, rows written to the output and quarantined, and the
+    transforms' metrics (an expectation's violations) added up."""
 
     batches: int = 0
     written: int = 0
     quarantined: int = 0
     seconds: float = 0.0
+    metrics: Dict[str, int] = field(default_factory=dict)
+
+    def add_metrics(self, metrics: Mapping[str, int]) -> None:
+        for label, value in metrics.items():
+            self.metrics[label] = self.metrics.get(label, 0) + value
 
     def line(self) -> str:
-        return f"done: {self.written} rows written, {self.quarantined} quarantined in {self.seconds:.1f}s"
+        done = f"done: {self.written} rows written, {self.quarantined} quarantined in {self.seconds:.1f}s"
+        return done + metrics_text(self.metrics)
+
+
+def metrics_text(metrics: Mapping[str, int]) -> str:
+    """``metrics`` as the end of a report line.
+
+    >>> metrics_text({"expectation 'positive' (drop) violations": 2})
+    "; expectation 'positive' (drop) violations: 2"
+    """
+    return "".join(f"; {label}: {value}" for label, value in metrics.items())
 
 
 class BatchWriter:
@@ -194,6 +256,7 @@ class BatchWriter:
             return
         parsed = batch.transform(parse_json(max_bytes=self.config.max_payload_bytes))
         written = quarantined = None
+        metrics: Dict[str, int] = {}
         if OUTPUT in pending:
             # Counted on the way through the output's write, so a batch without rejected rows
             # (the usual case) reads and parses the source once.
@@ -203,30 +266,81 @@ class BatchWriter:
                 F.count(F.when(F.col(ERROR_COLUMN).isNull(), 1)).alias("valid"),
                 F.count(F.col(ERROR_COLUMN)).alias("rejected"),
             )
+            observations: List[Metric] = []
+            rows = self._transformed(observed.transform(valid_records()), observations, batch_id)
+            marked = ERROR_COLUMN in rows.columns  # a transform rejected rows too
+            if marked:
+                rejected_later = Observation(f"marked-{batch_id}")
+                rows = rows.observe(rejected_later, F.count(F.col(ERROR_COLUMN)).alias("rejected"))
             # Transforms that drop rows make the sink count what it writes itself.
-            known = (lambda: int(counts.get["valid"])) if self.keeps_rows else None
-            written = pending[OUTPUT].write_batch(self._valid(observed), batch_id, known)
-            quarantined = int(counts.get["rejected"])
+            known = (lambda: int(counts.get["valid"])) if self.keeps_rows and not marked else None
+            written = pending[OUTPUT].write_batch(rows.transform(valid_records()), batch_id, known)
+            quarantined = int(counts.get["rejected"]) + (int(rejected_later.get["rejected"]) if marked else 0)
+            metrics = {label: int(observation.get[label]) for labels, observation in observations for label in labels}
         if QUARANTINE in pending and quarantined == 0:
             pending[QUARANTINE].skip_batch(batch_id)
         elif QUARANTINE in pending:
-            quarantined = pending[QUARANTINE].write_batch(parsed.transform(quarantined_records()), batch_id)
+            quarantined = pending[QUARANTINE].write_batch(self._rejected(parsed, batch_id), batch_id)
         seconds = time.monotonic() - started
         with self._lock:
             self.summary.batches += 1
             self.summary.written += written or 0
             self.summary.quarantined += quarantined or 0
-        rows = (written or 0) + (quarantined or 0)
+            self.summary.add_metrics(metrics)
+        rows_done = (written or 0) + (quarantined or 0)
         self.emit(
-            f"batch {batch_id}: {rows} rows in {seconds:.2f}s ({rows / max(seconds, 1e-9):,.0f} rows/s): "
-            f"{'-' if written is None else written} written, {quarantined} quarantined"
+            f"batch {batch_id}: {rows_done} rows in {seconds:.2f}s ({rows_done / max(seconds, 1e-9):,.0f} rows/s): "
+            f"{'-' if written is None else written} written, {quarantined} quarantined{metrics_text(metrics)}"
         )
 
-    def _valid(self, parsed: DataFrame) -> DataFrame:
-        valid = parsed.transform(valid_records())
-        for transform in self._transforms:
+    def _transformed(self, valid: DataFrame, observations: Optional[List[Metric]] = None, batch_id: int = 0) -> DataFrame:
+        """The configured transforms applied to ``valid``; with ``observations``, each
+        transform's metrics observed on its input and appended there."""
+        for index, transform in enumerate(self._transforms):
+            metrics = getattr(transform, "metrics", None)
+            if metrics is not None and observations is not None:
+                columns = metrics(valid)
+                observation = Observation(f"metrics-{batch_id}-{index}")
+                valid = valid.observe(observation, *[column.alias(label) for label, column in columns.items()])
+                observations.append((list(columns), observation))
             valid = valid.transform(transform)
         return valid
+
+    def _rejected(self, parsed: DataFrame, batch_id: int) -> DataFrame:
+        """The batch's rows for the quarantine: the parse's rejects, then those the transforms
+        rejected, in the same columns."""
+        rejected = parsed.transform(quarantined_records())
+        transformed = self._transformed(parsed.transform(valid_records()))
+        if ERROR_COLUMN not in transformed.columns:
+            return rejected
+        later = transformed.transform(quarantined_records())
+        return rejected.unionByName(later.select(*[name for name in rejected.columns if name in later.columns]), allowMissingColumns=True)
+
+
+class SinkWriter:
+    """The ``foreachBatch`` function of a query whose rows are ready (a stateful pipeline's):
+    write them to one sink, idempotently by batch id, and report one line."""
+
+    def __init__(self, name: str, sink: Sink, summary: RunSummary, emit: Callable[[str], None], lock: threading.Lock):
+        self.name = name
+        self.sink = sink
+        self.summary = summary
+        self.emit = emit
+        self._lock = lock
+
+    def __call__(self, rows: DataFrame, batch_id: int) -> None:
+        if self.sink.written(rows.sparkSession, batch_id):
+            self.emit(f"{self.name} batch {batch_id}: written before a restart, skipped")
+            return
+        started = time.monotonic()
+        count = self.sink.write_batch(rows, batch_id)
+        with self._lock:
+            if self.name == OUTPUT:
+                self.summary.batches += 1
+                self.summary.written += count
+            else:
+                self.summary.quarantined += count
+        self.emit(f"{self.name} batch {batch_id}: {count} rows in {time.monotonic() - started:.2f}s")
 
 
 def run_pipeline(
@@ -241,6 +355,8 @@ def run_pipeline(
     >>> run_pipeline(get_spark(), load_pipeline_config()).line()  # doctest: +SKIP
     'done: 20 rows written, 0 quarantined in 9.8s'
     """
+    if config.stateful:
+        return _run_stateful(spark, config, emit, stop_event)
     started = time.monotonic()
     claim_checkpoint(config.checkpoint, config.sinks)
     config.source.check()
@@ -260,6 +376,48 @@ def run_pipeline(
             query.stop()
     writer.summary.seconds = time.monotonic() - started
     return writer.summary
+
+
+def _run_stateful(
+    spark: SparkSession, config: PipelineConfig, emit: Callable[[str], None], stop_event: Optional[threading.Event]
+) -> RunSummary:
+    """Two queries on the stream: the transformed valid rows (append mode: a window once it is
+    final) to the output, the rejected rows to the quarantine; each has its own checkpoint."""
+    started = time.monotonic()
+    checkpoints = {name: os.path.join(config.checkpoint, name) for name in config.sinks}
+    for name, sink in config.sinks.items():
+        claim_checkpoint(checkpoints[name], {name: sink})
+    config.source.check()
+    parsed = config.source.read_stream(spark).transform(parse_json(max_bytes=config.max_payload_bytes))
+    rows = parsed.transform(valid_records())
+    for spec in config.transforms:
+        rows = rows.transform(spec.build())
+    streams = {OUTPUT: rows, QUARANTINE: parsed.transform(quarantined_records())}
+    summary, lock = RunSummary(), threading.Lock()
+    queries = [
+        stream.writeStream.queryName(f"{config.app_name}-{name}")
+        .outputMode("append")
+        .foreachBatch(SinkWriter(name, config.sinks[name], summary, emit, lock))
+        .trigger(**spark_trigger(config.trigger))
+        .option("checkpointLocation", checkpoints[name])
+        .start()
+        for name, stream in streams.items()
+    ]
+    try:
+        while any(query.isActive for query in queries) and not (stop_event is not None and stop_event.is_set()):
+            failed = [query.exception() for query in queries if query.exception() is not None]
+            if failed:
+                raise failed[0]
+            queries[0].awaitTermination(0.2)
+    finally:
+        for query in queries:
+            if query.isActive:
+                query.stop()
+    failed = [query.exception() for query in queries if query.exception() is not None]
+    if failed:
+        raise failed[0]
+    summary.seconds = time.monotonic() - started
+    return summary
 
 
 def _await(query: StreamingQuery, stop_event: Optional[threading.Event]) -> None:

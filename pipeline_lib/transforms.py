@@ -16,8 +16,10 @@ Factories are registered by name so a pipeline configuration can list them
 from __future__ import annotations
 
 import inspect
+import logging
+from contextlib import contextmanager
 from functools import reduce
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -64,7 +66,7 @@ def known_transforms() -> Tuple[str, ...]:
     return TRANSFORMS.names()
 
 
-def get_transform(name: str, **options: object) -> Transform:
+def get_transform(name: str, /, **options: object) -> Transform:
     """Build the registered transform ``name`` with ``options``.
 
     >>> df.transform(get_transform("add_processed_value", factor=3))  # doctest: +SKIP
@@ -333,6 +335,186 @@ def select_columns(columns: Sequence[str] = PROCESSED_COLUMNS) -> Transform:
         missing = [name for name in columns if name not in df.columns]
         if missing:
             raise ValueError(f"columns {missing} are not in the DataFrame; it has {df.columns}")
-        return df.select(*columns)
+        # Rows rejected by an earlier step keep their marks, so they still reach the quarantine.
+        return df.select(*columns, *[name for name in MARKER_COLUMNS if name in df.columns and name not in columns])
 
     return keeps_rows(transform)
+
+
+def streaming_stateful(transform: Transform) -> Transform:
+    """Mark ``transform`` as one that keeps state across micro-batches (an aggregation by
+    event-time window with a watermark). A pipeline applies such a transform to the stream itself,
+    never to one micro-batch at a time.
+
+    >>> streaming_stateful(lambda df: df).streaming_stateful
+    True
+    """
+    transform.streaming_stateful = True  # type: ignore[attr-defined]
+    return transform
+
+
+def checked_on_schema(transform: Transform) -> Transform:
+    """Mark ``transform`` as one whose options only Spark can check (SQL text, column names):
+    a pipeline applies it to the schema of its rows when it loads its configuration, so that a
+    bad option stops the job before any query starts.
+
+    >>> checked_on_schema(lambda df: df).checked_on_schema
+    True
+    """
+    transform.checked_on_schema = True  # type: ignore[attr-defined]
+    return transform
+
+
+Metrics = Callable[[DataFrame], Dict[str, Column]]
+
+
+def with_metrics(transform: Transform, metrics: Metrics) -> Transform:
+    """Attach ``metrics`` to ``transform``: given the transform's input, aggregate columns by
+    label. A pipeline observes them on the rows going into the transform, reports them for each
+    micro-batch and adds them up over the run.
+
+    >>> counted = with_metrics(lambda df: df, lambda df: {"rows": F.count(F.lit(1))})
+    >>> sorted(counted.metrics(spark.range(3)))
+    ['rows']
+    """
+    transform.metrics = metrics  # type: ignore[attr-defined]
+    return transform
+
+
+ON_VIOLATION = ("warn", "drop", "quarantine", "fail")
+# Columns telling where a row came from (Kafka's, the files source's), named when an
+# expectation stops the query.
+LOCATION_COLUMNS = ("topic", "partition", "offset", "source_file")
+
+
+@contextmanager
+def _quiet_spark_errors() -> Iterator[None]:
+    """PySpark logs every SQL error it raises, with its stack; an error reported in one line
+    by the caller needs no such copy."""
+    loggers = [logging.getLogger(name) for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger")]
+    before = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, disabled in zip(loggers, before):
+            logger.disabled = disabled
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+@register_transform("expect")
+def expect(name: str, condition: str, on_violation: str = "warn", schema: StructType = RECORD_SCHEMA) -> Transform:
+    """Check every row against ``condition``, a Spark SQL expression; a row violates it unless
+    the condition is true (null violates too). Rows that an earlier step rejected are not checked.
+
+    ``on_violation``: ``warn`` keeps the row, ``drop`` leaves it out, ``quarantine`` rejects it
+    with the reason ``expectation 'name' failed`` (marked as :func:`parse_json` marks its rejects,
+    so :func:`valid_records` and :func:`quarantined_records` split them; the payload is the record
+    as JSON), ``fail`` stops the query with a message naming the expectation and where the
+    offending row came from. Except with ``fail``, the violations are counted (``metrics``).
+    A condition that is not SQL, names a missing column or is not true/false raises ValueError.
+
+    >>> df = spark.createDataFrame([(1, 75), (2, 140)], "id long, value int")
+    >>> df.transform(expect("in_range", "value BETWEEN 0 AND 100", "drop")).show()
+    +---+-----+
+    | id|value|
+    +---+-----+
+    |  1|   75|
+    +---+-----+
+    >>> marked = df.transform(expect("in_range", "value BETWEEN 0 AND 100", "quarantine"))
+    >>> marked.transform(quarantined_records()).select("payload", "reason").show(truncate=False)
+    +--------------------+-----------------------------+
+    |payload             |reason                       |
+    +--------------------+-----------------------------+
+    |{"id":2,"value":140}|expectation 'in_range' failed|
+    +--------------------+-----------------------------+
+    """
+    if on_violation not in ON_VIOLATION:
+        raise ValueError(f"on_violation {on_violation!r} is not one of {', '.join(ON_VIOLATION)}")
+    if not name or not condition:
+        raise ValueError("an expectation needs a name and a condition")
+    reason = f"expectation '{name}' failed"
+
+    def violated(df: DataFrame) -> Column:
+        try:
+            with _quiet_spark_errors():
+                result_type = df.select(F.expr(condition)).schema.fields[0].dataType
+        except Exception as error:  # noqa: BLE001 (Spark's parse and analysis errors alike)
+            raise ValueError(f"expectation {name!r}: condition {condition!r} is not valid: {_first_line(error)}") from None
+        if result_type.simpleString() != "boolean":
+            raise ValueError(f"expectation {name!r}: condition {condition!r} gives {result_type.simpleString()}, not true/false")
+        broken = ~F.coalesce(F.expr(condition), F.lit(False))
+        return broken & F.col(ERROR_COLUMN).isNull() if ERROR_COLUMN in df.columns else broken
+
+    def failure(df: DataFrame) -> Column:
+        located = [F.concat(F.lit(f"{column} "), F.col(column).cast("string")) for column in LOCATION_COLUMNS if column in df.columns]
+        where = F.concat_ws(", ", *located) if located else F.concat(F.lit("row "), F.to_json(F.struct(*df.columns)))
+        return F.concat(F.lit(f"{reason} at "), where, F.lit(f": {condition}"))
+
+    def transform(df: DataFrame) -> DataFrame:
+        broken = violated(df)
+        if on_violation == "warn":
+            return df
+        if on_violation == "drop":
+            return df.where(~broken)
+        if on_violation == "fail":
+            return df.where(F.when(broken, F.raise_error(failure(df))).isNull())
+        earlier = {
+            column: F.col(column) if column in df.columns else F.lit(None).cast("string")
+            for column in MARKER_COLUMNS
+        }
+        record = F.to_json(F.struct(*[column for column in schema.fieldNames() if column in df.columns]))
+        return df.withColumns(
+            {
+                ERROR_COLUMN: F.when(broken, F.lit(reason)).otherwise(earlier[ERROR_COLUMN]),
+                PAYLOAD_COLUMN: F.when(broken, record).otherwise(earlier[PAYLOAD_COLUMN]),
+                PAYLOAD_BASE64_COLUMN: earlier[PAYLOAD_BASE64_COLUMN],
+            }
+        )
+
+    transform = checked_on_schema(keeps_rows(transform) if on_violation in ("warn", "fail") else transform)
+    if on_violation == "fail":
+        return transform
+    return with_metrics(transform, lambda df: {f"expectation '{name}' ({on_violation}) violations": F.count_if(violated(df))})
+
+
+@register_transform("window_stats")
+def window_stats(
+    window: str = "10 seconds", watermark: str = "30 seconds", time_column: str = "event_time", value: str = "value"
+) -> Transform:
+    """Count, average and maximum of ``value`` per tumbling ``window`` of event time, accepting
+    rows up to ``watermark`` behind the latest event time seen. On a stream it keeps state across
+    micro-batches and, in append mode, emits a window once, when the watermark passes its end;
+    rows older than the watermark are left out. Rows without an event time are left out too.
+    Follow :func:`with_event_time`.
+
+    >>> df = spark.createDataFrame([(1715181601.0, 10), (1715181605.5, 30), (1715181612.0, 7)], "timestamp double, value int")
+    >>> df.transform(with_event_time()).transform(window_stats()).orderBy("window_start").show()
+    +-------------------+-------------------+-----+---------+---------+
+    |       window_start|         window_end|count|avg_value|max_value|
+    +-------------------+-------------------+-----+---------+---------+
+    |2024-05-08 15:20:00|2024-05-08 15:20:10|    2|     20.0|       30|
+    |2024-05-08 15:20:10|2024-05-08 15:20:20|    1|      7.0|        7|
+    +-------------------+-------------------+-----+---------+---------+
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        return (
+            df.where(F.col(time_column).isNotNull())
+            .withWatermark(time_column, watermark)
+            .groupBy(F.window(time_column, window).alias("window"))
+            .agg(F.count(F.lit(1)).alias("count"), F.avg(value).alias("avg_value"), F.max(value).alias("max_value"))
+            .select(
+                F.col("window.start").alias("window_start"),
+                F.col("window.end").alias("window_end"),
+                "count",
+                "avg_value",
+                "max_value",
+            )
+        )
+
+    return streaming_stateful(transform)

@@ -1,6 +1,7 @@
-"""Sinks by format name: ``csv``, ``json``, ``parquet``, ``console``, and those of plugins."""
+"""Sinks by format name: ``csv``, ``json``, ``parquet``, ``console``, ``kafka``, ``memory``, and those
+of plugins."""
 
-from pipeline_lib.sinks import console, csv, json, parquet  # noqa: F401  (each registers itself)
+from pipeline_lib.sinks import console, csv, json, kafka, memory, parquet  # noqa: F401  (each registers itself)
 from pipeline_lib.sinks.base import (
     SINKS,
     CheckpointMismatchError,

@@ -107,19 +107,27 @@ class Sink:
         raise NotImplementedError(f"the {self.format} sink cannot be read back")
 
 
-def build_sink(section: Mapping[str, Any], kafka: KafkaSettings, prefix: str) -> Sink:
-    """The sink that a config section (``{"format": "csv", "path": "out"}``) describes.
+def build_sink(
+    section: Mapping[str, Any], kafka: KafkaSettings, prefix: str, defaults: Optional[Mapping[str, Any]] = None
+) -> Sink:
+    """The sink that a config section (``{"format": "csv", "path": "out"}``) describes. Of
+    ``defaults``, the format applies when the section names none, and each other setting when
+    the sink has such an option and the section does not set it.
 
     >>> build_sink({"format": "csv", "path": "out"}, KafkaSettings(), "output").describe()
     'csv to out'
+    >>> build_sink({"format": "memory", "name": "rows"}, KafkaSettings(), "output", {"format": "csv", "path": "output"}).describe()
+    'memory table rows'
     """
+    defaults = dict(defaults or {})
     options = dict(section)
-    format_name = options.pop("format", None)
+    format_name = options.pop("format", defaults.pop("format", None))
     try:
         sink_class = SINKS.get(str(format_name))
     except UnknownNameError as error:
         raise ConfigError(f"{prefix}.format", str(error)) from None
-    return sink_class(parse(sink_class.Options, options, prefix), kafka)
+    known = {key: value for key, value in defaults.items() if key in sink_class.Options.model_fields}
+    return sink_class(parse(sink_class.Options, {**known, **options}, prefix), kafka)
 
 
 _TRIGGER = re.compile(r"^(available-now|once|processing-time=(\d+(?:\.\d+)?)\s*(ms|s|m|h))$")

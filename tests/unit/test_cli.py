@@ -20,7 +20,7 @@ def assert_one_line_config_error(result, *fragments):
     [
         (["--trigger", "whenever"], ["trigger", "available-now"]),
         (["--bootstrap-servers", "no-port"], ["--bootstrap-servers", "host:port"]),
-        (["--format", "xlsx"], ["--format", "csv, json, parquet"]),
+        (["--format", "xlsx"], ["--format", "csv, json, kafka, memory, parquet"]),
         (["--source", "socket"], ["--source", "files, kafka, rate"]),
         (["--starting-offsets", "middle"], ["--starting-offsets", "earliest, latest"]),
         (["--max-offsets-per-trigger", "-5"], ["--max-offsets-per-trigger", "above 0"]),

@@ -79,7 +79,7 @@ def test_transforms_are_listed_by_name_or_with_options(tmp_path):
         ({"source.max_offsets_per_trigger": "many"}, "source.max_offsets_per_trigger", "whole number"),
         ({"source.type": "files"}, "source.path", "required"),
         ({"source.type": "rate"}, "trigger", "processing-time"),
-        ({"output.format": "xlsx"}, "output.format", "known: console, csv, json, parquet"),
+        ({"output.format": "xlsx"}, "output.format", "known: console, csv, json, kafka, memory, parquet"),
         ({"quarantine.format": "csv"}, "quarantine.format", "json or parquet"),
         ({"quarantine.path": "output"}, "quarantine.path", "must differ from output.path"),
         ({"max_payload_bytes": -1}, "max_payload_bytes", "above 0"),

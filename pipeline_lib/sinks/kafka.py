@@ -1,0 +1,52 @@
+"""The Kafka sink: each row as a JSON object to a topic, keyed by a column (``id``).
+
+Written with Spark's batch Kafka writer inside the micro-batch, with the connection and
+security settings of the ``kafka`` section (``pipeline_lib.sources.kafka.spark_options``).
+
+Kafka offers Spark no transaction, so this sink is at-least-once: a micro-batch interrupted
+after some of its records were sent is sent again in full when the query resumes, and those
+records appear twice on the topic, with the same key and value. A reader that needs each row
+once keeps the last record per key (a compacted topic does the same on the broker).
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import field_validator
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipeline_lib.sinks.base import RowCount, Sink, SinkOptions, register_sink
+from pipeline_lib.sources.kafka import spark_options
+
+
+class KafkaSinkOptions(SinkOptions):
+    topic: str
+    key: str = "id"  # the column whose value becomes the record key
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value) is None:
+            raise ValueError(f"{value!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; 1-249 chars)")
+        return value
+
+
+@register_sink("kafka")
+class KafkaSink(Sink):
+    Options = KafkaSinkOptions
+    options: KafkaSinkOptions
+
+    def describe(self) -> str:
+        return f"kafka topic {self.options.topic}"
+
+    def write(self, df: DataFrame, batch_id: int, rows: RowCount) -> int:
+        if self.options.key not in df.columns:
+            raise ValueError(f"key column {self.options.key!r} is not in the rows to write; they have {df.columns}")
+        records = df.select(
+            F.col(self.options.key).cast("string").alias("key"),
+            F.to_json(F.struct(*df.columns)).alias("value"),
+        )
+        records.write.format("kafka").options(**spark_options(self.kafka)).option("topic", self.options.topic).save()
+        return rows()

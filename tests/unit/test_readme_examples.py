@@ -1,0 +1,36 @@
+"""The examples of README's "Extending the library" run as written."""
+
+import re
+
+import pytest
+
+from pipeline_lib.pipeline import load_pipeline_config
+from tests.helpers import ROOT
+
+
+def blocks(language):
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Extending the library\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_every_extension_point_has_an_example():
+    headings = re.findall(r"^### (.+)$", (ROOT / "README.md").read_text().split("\n## Extending the library\n", 1)[1].split("\n## ", 1)[0], re.M)
+
+    assert headings == ["A transform", "A source", "A sink", "An expectation"]
+    assert len(blocks("python")) == 5
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_python_example_runs(spark, index, capsys):
+    exec(compile(blocks("python")[index], f"README.md example {index + 1}", "exec"), {"spark": spark})
+
+
+def test_yaml_example_is_a_valid_pipeline(spark, tmp_path):
+    (example,) = blocks("yaml")
+    path = tmp_path / "pipeline.yml"
+    path.write_text(example)
+
+    config = load_pipeline_config(str(path), environ={})
+
+    assert [spec.name for spec in config.transforms] == ["add_processed_value", "expect"]
