@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from pipeline_lib.config import ConfigError
 from pipeline_lib.kafka_client import KAFKA_ENVIRONMENT
@@ -109,7 +107,10 @@ def _say(line: str) -> None:
 
 
 def kestra_outputs(outputs: Dict[str, Any]) -> None:
-    """Report ``outputs`` to Kestra when its Python package is installed (as in the flow)."""
+    """Report ``outputs`` to Kestra when the job runs as a Kestra task: its task runners give
+    every command ``WORKING_DIR``, and the flow installs Kestra's Python package."""
+    if not os.environ.get("WORKING_DIR"):
+        return
     try:
         from kestra import Kestra
     except ImportError:
@@ -165,30 +166,24 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
 
     from pipeline_lib.pipeline import run_pipeline
     from pipeline_lib.session import get_spark
+    from pipeline_lib.stopping import StopRequest, stop_on_signals
 
-    stop = threading.Event()
-    _stop_on_signals(stop.set)
+    stop = StopRequest()
     _say(
         f"reading {config.source.describe()}, writing {config.output.describe()}, "
         f"quarantine {config.quarantine.describe()}, trigger {config.trigger}"
     )
     try:
         spark = get_spark(config.app_name)
-        summary = run_pipeline(spark, config, emit=_say, stop_event=stop)
+        stop_on_signals(spark, stop)
+        summary = run_pipeline(spark, config, emit=_say, stop_event=stop.event)
         _say(summary.line())
         kestra_outputs({"rows_written": summary.written, "rows_quarantined": summary.quarantined})
         if show and config.output.location:
             config.output.read(spark).orderBy("id").show(show, truncate=False)
     except Exception as error:  # noqa: BLE001 (every failure ends as one line and exit 1)
         return _fail(EXIT_FAILED, one_line(error))
-    return 0
-
-
-def _stop_on_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM (Kestra's timeout, ``kill``) and SIGINT stop the queries; a batch cut short is not
-    committed, so the next run redoes it without writing twice."""
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop())
+    return stop.exit_code if stop.event.is_set() else 0
 
 
 def one_line(error: BaseException) -> str:

@@ -236,6 +236,10 @@ def metrics_text(metrics: Mapping[str, int]) -> str:
     return "".join(f"; {label}: {value}" for label, value in metrics.items())
 
 
+class StopRequested(RuntimeError):
+    """A batch refused because the run is stopping; it is redone by the next run."""
+
+
 class BatchWriter:
     """The ``foreachBatch`` function: parse once, write every sink, report one line."""
 
@@ -246,8 +250,32 @@ class BatchWriter:
         self._transforms = [spec.build() for spec in config.transforms]
         self.keeps_rows = all(getattr(transform, "keeps_rows", False) for transform in self._transforms)
         self._lock = threading.Lock()
+        self._writing = False
+        self.stopping = False
+
+    def stop_between_batches(self, timeout: float) -> None:
+        """Let the batch being written finish (up to ``timeout`` seconds) and refuse the next,
+        so that a stop never leaves a batch half-published."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._writing or time.monotonic() > deadline:
+                    self.stopping = True
+                    return
+            time.sleep(0.05)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        with self._lock:
+            if self.stopping:
+                raise StopRequested(f"batch {batch_id} not started: the run is stopping")
+            self._writing = True
+        try:
+            self._write(batch, batch_id)
+        finally:
+            with self._lock:
+                self._writing = False
+
+    def _write(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         spark = batch.sparkSession
         pending = {name: sink for name, sink in self.config.sinks.items() if not sink.written(spark, batch_id)}
@@ -372,8 +400,12 @@ def run_pipeline(
     try:
         _await(query, stop_event)
     finally:
+        writer.stop_between_batches(STOP_GRACE_SECONDS)
         if query.isActive:
             query.stop()
+    error = query.exception()
+    if error is not None and not (writer.stopping and "StopRequested" in str(error)):
+        raise error
     writer.summary.seconds = time.monotonic() - started
     return writer.summary
 
@@ -420,10 +452,10 @@ def _run_stateful(
     return summary
 
 
+# How long a stop waits for the batch being written before it interrupts it.
+STOP_GRACE_SECONDS = 60.0
+
+
 def _await(query: StreamingQuery, stop_event: Optional[threading.Event]) -> None:
-    while query.isActive:
-        if stop_event is not None and stop_event.is_set():
-            return
-        query.awaitTermination(0.5)
-    if query.exception() is not None:
-        raise query.exception()
+    while query.isActive and not (stop_event is not None and stop_event.is_set()):
+        query.awaitTermination(0.2)

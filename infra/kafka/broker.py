@@ -14,6 +14,7 @@ import argparse
 import base64
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -51,10 +52,31 @@ def fetch_jars(quiet: bool = True) -> Path:
     return LIBS
 
 
+_PORTS_GIVEN: set = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, below the kernel's ephemeral range: a port the kernel
+    picked itself could be taken by an outgoing connection before the broker binds it. Never the
+    same port twice in one process."""
+    low, high = 20000, 32000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ranges:
+            high = min(high, int(ranges.read().split()[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port between {low} and {high}")
 
 
 def jaas_quote(value: str) -> str:

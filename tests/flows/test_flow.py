@@ -95,7 +95,7 @@ def test_inputs_defaults_and_outputs(flow):
     assert {item["id"] for item in flow["outputs"]} == {"records_sent", "rows_written", "rows_quarantined"}
 
 
-def test_every_expression_names_a_declared_input_or_task_output(flow):
+def test_every_expression_names_a_declared_input_a_task_output_or_the_execution(flow):
     inputs = {item["id"] for item in flow["inputs"]}
     tasks = {task["id"] for task in flow["tasks"]}
     texts = [command for task in flow["tasks"] for command in task["commands"]]
@@ -103,7 +103,11 @@ def test_every_expression_names_a_declared_input_or_task_output(flow):
     for text in texts:
         for expression in EXPRESSION.findall(text):
             root, name, *_ = expression.split(".")
-            assert (root == "inputs" and name in inputs) or (root == "outputs" and name in tasks), expression
+            assert (
+                (root == "inputs" and name in inputs)
+                or (root == "outputs" and name in tasks)
+                or (root == "execution" and name in {"id", "startDate"})
+            ), expression
 
 
 def test_commands_run_the_project_jobs(flow):

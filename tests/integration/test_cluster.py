@@ -17,11 +17,12 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import pyspark
 import pytest
@@ -92,12 +93,15 @@ def cluster_user() -> ClusterUser:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory, cluster_user) -> Path:
-    """The shared data folder (the stack's /data), owned by the cluster's user."""
-    folder = tmp_path_factory.mktemp("cluster-data")
+def shared(cluster_user) -> Iterator[Path]:
+    """The shared data folder (the stack's /data), owned by the cluster's user. Not under
+    pytest's own temporary folder: that one is closed to other users, and Java checks paths
+    with access(2), which ignores the capability the switched processes keep."""
+    folder = Path(tempfile.mkdtemp(prefix="cluster-data-"))
     os.chown(folder, cluster_user.uid, cluster_user.gid)
     folder.chmod(0o755)
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def start(command, log, env):

@@ -234,23 +234,40 @@ def test_refusal_reaches_the_command_line_as_one_line(bootstrap, topic, tmp_path
     assert "Traceback" not in result.stderr
 
 
-def test_sigterm_stops_a_running_job_promptly_with_its_summary(bootstrap, topic, tmp_path):
+STOPS = {
+    # how the job was started, whom the signal reaches, which signal, the exit code shells expect
+    "python, Ctrl-C": ("python", "group", signal.SIGINT, 130),
+    "python, kill": ("python", "process", signal.SIGTERM, 0),
+    "spark-submit, Ctrl-C": ("spark-submit", "group", signal.SIGINT, 130),
+    "spark-submit, kill": ("spark-submit", "process", signal.SIGTERM, 0),
+}
+
+
+@pytest.mark.parametrize("case", list(STOPS))
+def test_a_stop_signal_ends_a_running_job_cleanly_with_its_summary(case, bootstrap, topic, tmp_path):
+    launcher, target, number, expected_code = STOPS[case]
     produce(bootstrap, topic, 30)
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
-    job = subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs" / "stream.py"), "--bootstrap-servers", bootstrap, "--topic", topic,
-         "--output", str(tmp_path / "output"), "--checkpoint", str(tmp_path / "checkpoint"),
-         "--quarantine", str(tmp_path / "quarantine"), "--trigger", "processing-time=1s"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT,
-    )
+    args = ["--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(tmp_path / "output"),
+            "--checkpoint", str(tmp_path / "checkpoint"), "--quarantine", str(tmp_path / "quarantine"),
+            "--trigger", "processing-time=1s"]
+    command = ([sys.executable, str(ROOT / "jobs" / "stream.py"), *args] if launcher == "python"
+               else spark_submit_command(ROOT / "jobs" / "stream.py", *args))
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                           start_new_session=True)
     try:
         wait_until(lambda: len(batch_files(tmp_path, "commits")) >= 1, 180, "first batch committed")
-        time.sleep(3)  # idle triggers now: nothing more to read
-        job.send_signal(signal.SIGTERM)
-        stdout, _ = job.communicate(timeout=30)
+        time.sleep(2)  # idle triggers now: nothing more to read
+        if target == "group":
+            os.killpg(job.pid, number)  # what a terminal's Ctrl-C does
+        else:
+            job.send_signal(number)
+        stdout, stderr = job.communicate(timeout=60)
     finally:
         if job.poll() is None:
-            job.kill()
+            kill_group(job)
 
-    assert job.returncode == 0
+    assert job.returncode == expected_code, stderr[-3000:]
     assert "done: 30 rows written, 0 quarantined" in stdout
+    assert "Traceback" not in stderr and "Py4J" not in stderr, stderr[-3000:]
+    assert_each_once(plain_reader_ids(tmp_path / "output"), range(1, 31))
