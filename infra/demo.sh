@@ -18,15 +18,12 @@ if ! "$PY" -c "import sys; from kafka import KafkaAdminClient; KafkaAdminClient(
 fi
 trap '[ "$started" = 1 ] && "$PY" infra/kafka/broker.py stop --home "$KAFKA_HOME"' EXIT
 
-next_id=$(cat "$DEMO/next-id" 2>/dev/null || echo 1)
-"$PY" jobs/produce.py --bootstrap-servers "$BOOTSTRAP" --topic input-data --count 20 --start-id "$next_id"
-echo $((next_id + 20)) > "$DEMO/next-id"
+# Ids go on from the highest one on the topic, so every run adds 20 new records.
+"$PY" jobs/produce.py --bootstrap-servers "$BOOTSTRAP" --topic input-data --count 20
 
-jars=$(ls infra/spark/jars/*.jar | paste -sd, -)
-"$(dirname "$PY")/spark-submit" --master 'local[2]' --py-files dist/pipeline_lib.zip --jars "$jars" \
-  --conf spark.ui.enabled=false --driver-java-options '-Dlog4j2.level=warn' \
+PIPELINE_VENV="$(dirname "$(dirname "$PY")")" infra/spark/submit --master 'local[2]' --conf spark.ui.enabled=false \
   jobs/stream.py --bootstrap-servers "$BOOTSTRAP" --topic input-data \
   --output "$DEMO/output" --checkpoint "$DEMO/checkpoint" --quarantine "$DEMO/quarantine" \
   --trigger available-now --show 1000
-echo "CSV output: $DEMO/output (read it with spark.read.csv, which honours the sink log)"
+echo "CSV output: $DEMO/output (batch-*.csv: whole batches only, for any reader)"
 echo "quarantine: $DEMO/quarantine   checkpoint: $DEMO/checkpoint"

@@ -40,6 +40,13 @@ KAFKA_ENVIRONMENT = {
 _BOOTSTRAP_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
+def topic_name(value: str) -> str:
+    """``value`` if Kafka accepts it as a topic name, else a ValueError saying what it accepts."""
+    if re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value) is None:
+        raise ValueError(f"{value!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; 1-249 chars)")
+    return value
+
+
 class KafkaSettings(Settings):
     """Where the broker is and how to authenticate.
 
@@ -70,9 +77,7 @@ class KafkaSettings(Settings):
     @field_validator("topic")
     @classmethod
     def _topic_name(cls, value: str) -> str:
-        if re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value) is None:
-            raise ValueError(f"{value!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; 1-249 chars)")
-        return value
+        return topic_name(value)
 
     @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
     @classmethod

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from pydantic import PositiveInt
+from pyspark import StorageLevel
 from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -49,7 +50,6 @@ from pipeline_lib.transforms import (
     valid_records,
 )
 
-Metric = Tuple[List[str], Observation]
 
 OUTPUT = "output"
 QUARANTINE = "quarantine"
@@ -283,32 +283,17 @@ class BatchWriter:
             self.emit(f"batch {batch_id}: written before a restart, skipped")
             return
         parsed = batch.transform(parse_json(max_bytes=self.config.max_payload_bytes))
-        written = quarantined = None
-        metrics: Dict[str, int] = {}
-        if OUTPUT in pending:
-            # Counted on the way through the output's write, so a batch without rejected rows
-            # (the usual case) reads and parses the source once.
-            counts = Observation(f"parsed-{batch_id}")
-            observed = parsed.observe(
-                counts,
-                F.count(F.when(F.col(ERROR_COLUMN).isNull(), 1)).alias("valid"),
-                F.count(F.col(ERROR_COLUMN)).alias("rejected"),
-            )
-            observations: List[Metric] = []
-            rows = self._transformed(observed.transform(valid_records()), observations, batch_id)
-            marked = ERROR_COLUMN in rows.columns  # a transform rejected rows too
-            if marked:
-                rejected_later = Observation(f"marked-{batch_id}")
-                rows = rows.observe(rejected_later, F.count(F.col(ERROR_COLUMN)).alias("rejected"))
-            # Transforms that drop rows make the sink count what it writes itself.
-            known = (lambda: int(counts.get["valid"])) if self.keeps_rows and not marked else None
-            written = pending[OUTPUT].write_batch(rows.transform(valid_records()), batch_id, known)
-            quarantined = int(counts.get["rejected"]) + (int(rejected_later.get["rejected"]) if marked else 0)
-            metrics = {label: int(observation.get[label]) for labels, observation in observations for label in labels}
-        if QUARANTINE in pending and quarantined == 0:
-            pending[QUARANTINE].skip_batch(batch_id)
-        elif QUARANTINE in pending:
-            quarantined = pending[QUARANTINE].write_batch(self._rejected(parsed, batch_id), batch_id)
+        # Counted on the way through the output's write when its sink reports Spark's observed
+        # metrics, so that a batch without rejected rows (the usual case) is read and parsed
+        # once. Another sink gets the parsed batch kept in memory, and the counts come from it.
+        observing = OUTPUT not in pending or pending[OUTPUT].observes_writes
+        if not observing:
+            parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            written, quarantined, metrics = self._write_sinks(parsed, pending, batch_id, observing)
+        finally:
+            if not observing:
+                parsed.unpersist()
         seconds = time.monotonic() - started
         with self._lock:
             self.summary.batches += 1
@@ -321,16 +306,48 @@ class BatchWriter:
             f"{'-' if written is None else written} written, {quarantined} quarantined{metrics_text(metrics)}"
         )
 
-    def _transformed(self, valid: DataFrame, observations: Optional[List[Metric]] = None, batch_id: int = 0) -> DataFrame:
-        """The configured transforms applied to ``valid``; with ``observations``, each
-        transform's metrics observed on its input and appended there."""
+    def _write_sinks(
+        self, parsed: DataFrame, pending: Mapping[str, Sink], batch_id: int, observing: bool
+    ) -> Tuple[Optional[int], Optional[int], Dict[str, int]]:
+        """Write the batch to the ``pending`` sinks: (rows written, rows quarantined, metrics)."""
+        written = quarantined = None
+        metrics: Dict[str, int] = {}
+        if OUTPUT in pending:
+            counted, counts = _counter(
+                parsed, f"parsed-{batch_id}", observing,
+                valid=F.count(F.when(F.col(ERROR_COLUMN).isNull(), 1)), rejected=F.count(F.col(ERROR_COLUMN)),
+            )
+            counters: List[Callable[[], Dict[str, int]]] = []
+            rows = self._transformed(counted.transform(valid_records()), counters, batch_id, observing)
+            marked = ERROR_COLUMN in rows.columns  # a transform rejected rows too
+            rejected_later: Callable[[], Dict[str, int]] = lambda: {"rejected": 0}  # noqa: E731
+            if marked:
+                rows, rejected_later = _counter(rows, f"marked-{batch_id}", observing, rejected=F.count(F.col(ERROR_COLUMN)))
+            # Transforms that drop rows make the sink count what it writes itself.
+            known = (lambda: counts()["valid"]) if self.keeps_rows and not marked else None
+            written = pending[OUTPUT].write_batch(rows.transform(valid_records()), batch_id, known)
+            quarantined = counts()["rejected"] + rejected_later()["rejected"]
+            metrics = {label: value for counter in counters for label, value in counter().items()}
+        if QUARANTINE in pending and quarantined == 0:
+            pending[QUARANTINE].skip_batch(batch_id)
+        elif QUARANTINE in pending:
+            quarantined = pending[QUARANTINE].write_batch(self._rejected(parsed, batch_id), batch_id)
+        return written, quarantined, metrics
+
+    def _transformed(
+        self,
+        valid: DataFrame,
+        counters: Optional[List[Callable[[], Dict[str, int]]]] = None,
+        batch_id: int = 0,
+        observing: bool = True,
+    ) -> DataFrame:
+        """The configured transforms applied to ``valid``; with ``counters``, each transform's
+        metrics counted on its input and their reader appended there."""
         for index, transform in enumerate(self._transforms):
             metrics = getattr(transform, "metrics", None)
-            if metrics is not None and observations is not None:
-                columns = metrics(valid)
-                observation = Observation(f"metrics-{batch_id}-{index}")
-                valid = valid.observe(observation, *[column.alias(label) for label, column in columns.items()])
-                observations.append((list(columns), observation))
+            if metrics is not None and counters is not None:
+                valid, counter = _counter(valid, f"metrics-{batch_id}-{index}", observing, **metrics(valid))
+                counters.append(counter)
             valid = valid.transform(transform)
         return valid
 
@@ -343,6 +360,27 @@ class BatchWriter:
             return rejected
         later = transformed.transform(quarantined_records())
         return rejected.unionByName(later.select(*[name for name in rejected.columns if name in later.columns]), allowMissingColumns=True)
+
+
+def _counter(df: DataFrame, name: str, observing: bool, **columns: Column) -> Tuple[DataFrame, Callable[[], Dict[str, int]]]:
+    """``df`` and a reader of the aggregates ``columns`` over it: observed on the way through
+    the next action on ``df`` (``observing``), or computed by an aggregation of their own
+    (for a ``df`` kept in memory). The reader computes once."""
+    aliased = [column.alias(label) for label, column in columns.items()]
+    if observing:
+        observation = Observation(name)
+        df = df.observe(observation, *aliased)
+        read = lambda: observation.get  # noqa: E731
+    else:
+        read = lambda: df.agg(*aliased).first().asDict()  # noqa: E731
+    values: Dict[str, int] = {}
+
+    def counts() -> Dict[str, int]:
+        if not values:
+            values.update({label: int(value) for label, value in read().items()})
+        return values
+
+    return df, counts
 
 
 class SinkWriter:

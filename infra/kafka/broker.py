@@ -42,8 +42,8 @@ rootLogger.appenderRef.file.ref = file
 
 
 def fetch_jars(quiet: bool = True) -> Path:
-    """Resolve the broker's jars with Maven once; later calls find them in place."""
-    if not any(LIBS.glob("kafka_2.13-*.jar")):
+    """Resolve the broker's and the tools' jars with Maven once; later calls find them in place."""
+    if not (any(LIBS.glob("kafka_2.13-*.jar")) and any(LIBS.glob("kafka-tools-[0-9]*.jar"))):
         command = [
             "mvn", "-B", "-f", str(HERE / "pom.xml"), "dependency:copy-dependencies",
             "-DincludeScope=runtime", f"-DoutputDirectory={LIBS}",

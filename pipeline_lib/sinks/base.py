@@ -59,6 +59,10 @@ class Sink:
 
     Options: ClassVar[Type[SinkOptions]] = SinkOptions
     format: ClassVar[str] = ""  # the registered name, set by register_sink
+    # True when the sink's write reports Spark's observed metrics (a plain DataFrameWriter to
+    # files does): rows can then be counted on their way through the write, at no extra pass.
+    # Other write paths (Spark's Kafka writer, for one) never report them.
+    observes_writes: ClassVar[bool] = False
 
     def __init__(self, options: SinkOptions, kafka: KafkaSettings):
         self.options = options
@@ -89,10 +93,13 @@ class Sink:
             if missing:
                 raise ValueError(f"columns {missing} are not in the rows to write; they have {df.columns}")
             df = df.select(*self.options.columns)
-        if rows is None:
+        if rows is None and self.observes_writes:
             counted = Observation(f"{self.format}-rows-{batch_id}")
             df = df.observe(counted, F.count(F.lit(1)).alias("rows"))
             rows = lambda: int(counted.get["rows"])  # noqa: E731
+        elif rows is None:
+            count = df.count()
+            rows = lambda: count  # noqa: E731
         return self.write(df, batch_id, rows)
 
     def write(self, df: DataFrame, batch_id: int, rows: RowCount) -> int:

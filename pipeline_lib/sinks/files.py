@@ -45,6 +45,7 @@ class FileSink(Sink):
     Options = FileSinkOptions
     options: FileSinkOptions
     writer_options: ClassVar[Dict[str, str]] = {}
+    observes_writes = True
 
     @property
     def location(self) -> str:

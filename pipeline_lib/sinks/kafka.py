@@ -11,12 +11,11 @@ once keeps the last record per key (a compacted topic does the same on the broke
 
 from __future__ import annotations
 
-import re
-
 from pydantic import field_validator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pipeline_lib.kafka_client import topic_name
 from pipeline_lib.sinks.base import RowCount, Sink, SinkOptions, register_sink
 from pipeline_lib.sources.kafka import spark_options
 
@@ -28,9 +27,7 @@ class KafkaSinkOptions(SinkOptions):
     @field_validator("topic")
     @classmethod
     def _topic_name(cls, value: str) -> str:
-        if re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value) is None:
-            raise ValueError(f"{value!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; 1-249 chars)")
-        return value
+        return topic_name(value)
 
 
 @register_sink("kafka")

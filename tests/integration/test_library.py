@@ -155,10 +155,12 @@ def test_an_expectation_that_is_not_sql_or_names_no_column_is_a_config_error(tmp
 
 
 def test_windowed_stats_counts_each_window_once_and_leaves_out_late_records(spark, bootstrap, topic, tmp_path):
+    # Spark drops a row as late by the watermark of the batch before the one that evicts by:
+    # a watermark set by batch 0 drops late rows from batch 2 on.
     records = [
         (1, 10, 1), (2, 30, 3), (3, 7, 12), (4, 1, 100),  # batch 0; the watermark becomes 100 - 30 = 70
-        (5, 50, 5), (6, 2, 75), (7, 3, 200), (8, 99, 15),  # batch 1: 5 and 8 are past the watermark; it becomes 170
-        (9, 4, 171),  # batch 2: the windows ending by 170 are final and written
+        (5, 2, 75), (6, 3, 200), (7, 4, 171), (8, 5, 172),  # batch 1; it becomes 170: windows ending by 170 are final
+        (9, 50, 5), (10, 99, 15), (11, 6, 173), (12, 7, 174),  # batch 2: 9 and 10 are past the watermark of 70
     ]
     payloads = [json.dumps({"id": i, "value": v, "timestamp": EPOCH + s}).encode() for i, v, s in records]
     send_raw(bootstrap, topic, payloads + [b"{not json"])

@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers import job
 from tests.integration.test_pipeline import read_csv
+from tests.integration.test_security import error_lines, short_timeout  # noqa: F401  (a fixture)
 
 
 def tls(cafile, identity=None):
@@ -22,17 +23,6 @@ def stream_args(servers, topic, folder, config):
         "--output", str(folder / "output"), "--checkpoint", str(folder / "checkpoint"),
         "--quarantine", str(folder / "quarantine"), "--config", str(config),
     ]
-
-
-@pytest.fixture
-def short_timeout(tmp_path):
-    path = tmp_path / "pipeline.yml"
-    path.write_text("source:\n  connect_timeout: 5\n")
-    return path
-
-
-def error_lines(result):
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 @pytest.mark.parametrize("listener", ["ssl", "mutual-tls"])
