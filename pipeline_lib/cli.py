@@ -174,6 +174,7 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
         f"quarantine {config.quarantine.describe()}, trigger {config.trigger}"
     )
     try:
+        config.source.check()  # before Spark starts: a refusal costs no JVM start-up
         spark = get_spark(config.app_name)
         stop_on_signals(spark, stop)
         summary = run_pipeline(spark, config, emit=_say, stop_event=stop.event)

@@ -93,11 +93,24 @@ def parse(model: Type[M], data: Any, prefix: str = "") -> M:
     except ValidationError as error:
         first = error.errors()[0]
         location = [str(part) for part in first["loc"]]
-        message = _message(model, first, data)
+        owner = _model_at(model, location if first["type"] != "extra_forbidden" else location[:-1])
+        message = _message(owner, first, data)
         named, _, rest = message.partition(": ")
-        if not location and named in model.model_fields and rest:
-            location, message = [named], rest  # a check across fields names the one to change
+        if named in owner.model_fields and rest and first["type"] not in ("extra_forbidden", "missing"):
+            location, message = location + [named], rest  # a check across fields names the one to change
         raise ConfigError(".".join([prefix] * bool(prefix) + location) or "config", message) from None
+
+
+def _model_at(model: Type[BaseModel], location: list) -> Type[BaseModel]:
+    """The settings model that holds the field at ``location`` (a nested section's own)."""
+    for part in location:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            break
+    return model
 
 
 def _message(model: Type[BaseModel], error: Mapping[str, Any], data: Mapping[str, Any]) -> str:

@@ -20,7 +20,6 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline_lib.config import Settings
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 # Environment variables for the connection, each naming a field of the ``kafka`` section.

@@ -195,16 +195,19 @@ def _check_on_schema(source: Source, specs: Tuple[TransformSpec, ...], app_name:
         rows = source.read_stream(spark).transform(parse_json()).transform(valid_records())
     except (PySparkException, RuntimeError) as error:
         raise ConfigError("source", str(error).splitlines()[0]) from None
+    stateful = any(getattr(transform, "streaming_stateful", False) for transform in transforms)
     for index, transform in enumerate(transforms):
-        require(
-            not (getattr(transform, "streaming_stateful", False) and ERROR_COLUMN in rows.columns),
-            f"transforms[{index}]",
-            "a stateful transform cannot follow one that quarantines rows; drop them instead",
-        )
         try:
             rows = rows.transform(transform)
         except (PySparkException, ValueError, TypeError) as error:
             raise ConfigError(f"transforms[{index}]", str(error).splitlines()[0]) from None
+        # A stateful pipeline writes its transformed rows as they come out of the state: rows
+        # marked for the quarantine on the way would not be told apart there.
+        require(
+            not (stateful and ERROR_COLUMN in rows.columns),
+            f"transforms[{index}]",
+            "a pipeline with a stateful transform cannot quarantine rows in its transforms; use on_violation drop or warn",
+        )
 
 
 @dataclass
@@ -329,7 +332,7 @@ class BatchWriter:
             quarantined = counts()["rejected"] + rejected_later()["rejected"]
             metrics = {label: value for counter in counters for label, value in counter().items()}
         if QUARANTINE in pending and quarantined == 0:
-            pending[QUARANTINE].skip_batch(batch_id)
+            pending[QUARANTINE].skip_batch(parsed.sparkSession, batch_id)
         elif QUARANTINE in pending:
             quarantined = pending[QUARANTINE].write_batch(self._rejected(parsed, batch_id), batch_id)
         return written, quarantined, metrics
@@ -478,7 +481,7 @@ def _run_stateful(
             failed = [query.exception() for query in queries if query.exception() is not None]
             if failed:
                 raise failed[0]
-            queries[0].awaitTermination(0.2)
+            time.sleep(0.2)
     finally:
         for query in queries:
             if query.isActive:

@@ -275,15 +275,6 @@ def _send_transaction(config: ProducerConfig, producer: KafkaProducer, start_id:
     return config.count
 
 
-def next_id(kafka: KafkaSettings, timeout: float, tail: int = 100) -> int:
-    """One past the highest record id among the last ``tail`` records of each partition of
-    ``kafka.topic`` (1 for an empty topic), so that runs one after another never reuse an id.
-    Only committed records count: those of an aborted transaction are not on the topic for
-    readers. Payloads without an integer ``id`` are passed over.
-    """
-    return _scan_tail(kafka, timeout, tail)[0] + 1
-
-
 def _scan_tail(kafka: KafkaSettings, timeout: float, tail: int = 100, run_id: Optional[str] = None) -> Tuple[int, int]:
     """The highest record id among the last ``tail`` committed records of each partition, and
     how many of those carry ``run_id`` in their run header (0 without one)."""
@@ -312,6 +303,12 @@ def _scan_tail(kafka: KafkaSettings, timeout: float, tail: int = 100, run_id: Op
                 if marker is not None:
                     of_run += sum(1 for record in records if (RUN_HEADER, marker) in (record.headers or []))
             remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+        if remaining:
+            # A partial scan could miss the highest id and reuse it: better to stop and say so.
+            raise KafkaUnavailableError(
+                f"could not read the end of {kafka.topic} on {kafka.bootstrap_servers} within {timeout:g}s "
+                "to find the next id; give --start-id, or a longer --timeout"
+            )
         return highest, of_run
     finally:
         consumer.close()

@@ -106,7 +106,7 @@ class Sink:
         """Write ``df``; ``rows()``, called once the rows went through, says how many."""
         raise NotImplementedError
 
-    def skip_batch(self, batch_id: int) -> None:
+    def skip_batch(self, spark: SparkSession, batch_id: int) -> None:
         """Record batch ``batch_id`` as written with no rows, without running a Spark job."""
 
     def read(self, spark: SparkSession) -> DataFrame:
@@ -174,7 +174,13 @@ def claim_checkpoint(checkpoint: str, sinks: Mapping[str, Sink]) -> None:
     if any("://" in path for path in [checkpoint, *folders.values()]):
         return
     owner_path = os.path.join(checkpoint, OWNER_FILE)
-    if os.path.exists(owner_path):
+    # A batch: offsets log, each sink's files and mark, commit log. A crash can stop between
+    # any two; only a state that no crash leaves is refused.
+    planned = _has_entries(os.path.join(checkpoint, "offsets"))
+    committed = _has_entries(os.path.join(checkpoint, "commits"))
+    # A run that stopped before planning a batch (a missing topic, a mistyped folder) wrote
+    # nothing: its binding is replaced rather than held against the corrected run.
+    if planned and os.path.exists(owner_path):
         with open(owner_path, encoding="utf-8") as handle:
             owner = json.load(handle).get("sinks", {})
         for name, folder in folders.items():
@@ -183,10 +189,6 @@ def claim_checkpoint(checkpoint: str, sinks: Mapping[str, Sink]) -> None:
                     f"checkpoint {checkpoint} belongs to the pipeline writing {name} to {owner[name]}, "
                     f"not {folder}; use that folder or a new checkpoint"
                 )
-    # A batch: offsets log, each sink's files and mark, commit log. A crash can stop between
-    # any two; only a state that no crash leaves is refused.
-    planned = _has_entries(os.path.join(checkpoint, "offsets"))
-    committed = _has_entries(os.path.join(checkpoint, "commits"))
     for name, folder in folders.items():
         if committed and not os.path.isdir(folder):
             raise CheckpointMismatchError(

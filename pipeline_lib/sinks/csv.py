@@ -13,7 +13,8 @@ from pipeline_lib.sinks.files import FileSink
 def plain_decimal(column: Column) -> Column:
     """A double as the shortest decimal text that reads back to it, never in E notation:
     1715181600.123 rather than Java's 1.715181600123E9. Values a decimal(38,18) cannot hold
-    exactly (beyond 1e18, below 1e-12) keep Java's form, which any CSV reader still parses.
+    exactly (beyond 1e18, or with more than 18 decimals) keep Java's form, which any CSV reader
+    still parses.
 
     >>> spark.createDataFrame([(1715181600.123,), (0.5,), (100.0,), (1.25e-11,), (3e20,)], "x double").select(
     ...     plain_decimal(F.col("x")).alias("x")).show()
@@ -34,11 +35,12 @@ def plain_decimal(column: Column) -> Column:
         return F.rtrim(F.rtrim(decimal.cast("string"), F.lit("0")), F.lit("."))
 
     nine = column.cast("decimal(28,9)")
+    eighteen = column.cast("decimal(38,18)")
     in_range = F.abs(column) < F.lit(1e18)
     return (
         F.when(column == 0, F.lit("0"))
         .when(in_range & (nine.cast("double") == column), trimmed(nine))
-        .when(in_range & (F.abs(column) >= F.lit(1e-12)), trimmed(column.cast("decimal(38,18)")))
+        .when(in_range & (eighteen.cast("double") == column), trimmed(eighteen))
         .otherwise(column.cast("string"))
     )
 

@@ -81,8 +81,8 @@ class FileSink(Sink):
         self._mark(folder, batch_id)
         return count
 
-    def skip_batch(self, batch_id: int) -> None:
-        folder = _Folder(SparkSession.getActiveSession(), self.location)
+    def skip_batch(self, spark: SparkSession, batch_id: int) -> None:
+        folder = _Folder(spark, self.location)
         folder.delete_matching(f"batch-{batch_id:08d}-*")
         self._mark(folder, batch_id)
 

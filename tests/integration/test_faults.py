@@ -216,11 +216,22 @@ def test_checkpoint_of_another_output_is_refused(spark, bootstrap, topic, tmp_pa
         stream(spark, bootstrap, topic, tmp_path, **{"output.path": str(tmp_path / "elsewhere")})
 
 
+def test_a_checkpoint_that_never_planned_a_batch_is_bound_again(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 5)
+    with pytest.raises(Exception, match="does not exist"):
+        stream(spark, bootstrap, f"{topic}-mistyped", tmp_path, **{"output.path": str(tmp_path / "mistyped")})
+
+    summary = stream(spark, bootstrap, topic, tmp_path)
+
+    assert summary.written == 5
+
+
 def test_refusal_reaches_the_command_line_as_one_line(bootstrap, topic, tmp_path):
     from tests.helpers import job
 
     produce(bootstrap, topic, 1)
-    (tmp_path / "checkpoint").mkdir(parents=True)
+    (tmp_path / "checkpoint" / "offsets").mkdir(parents=True)
+    (tmp_path / "checkpoint" / "offsets" / "0").write_text("v1\n")  # it planned a batch
     (tmp_path / "checkpoint" / "pipeline-owner.json").write_text('{"sinks": {"output": "/somewhere/else"}}')
 
     result = job(

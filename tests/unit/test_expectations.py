@@ -127,14 +127,17 @@ def test_window_stats_counts_averages_and_maxes_per_window(spark):
     assert window_stats().streaming_stateful
 
 
-def test_a_stateful_pipeline_refuses_rows_quarantined_before_its_aggregate(spark, tmp_path):
-    transforms = [
-        {"name": "expect", "options": {"name": "small", "condition": "value < 100", "on_violation": "quarantine"}},
-        "with_event_time",
-        "window_stats",
-    ]
+QUARANTINING = {"name": "expect", "options": {"name": "small", "condition": "value < 100", "on_violation": "quarantine"}}
+FEW = {"name": "expect", "options": {"name": "few", "condition": "count < 5", "on_violation": "quarantine"}}
 
-    with pytest.raises(ConfigError, match=r"^transforms\[2\]: a stateful transform cannot follow one that quarantines rows"):
+
+@pytest.mark.parametrize(
+    "transforms, position",
+    [([QUARANTINING, "with_event_time", "window_stats"], 0), (["with_event_time", "window_stats", FEW], 2)],
+    ids=["before the aggregate", "after the aggregate"],
+)
+def test_a_stateful_pipeline_refuses_quarantining_transforms(spark, transforms, position):
+    with pytest.raises(ConfigError, match=rf"^transforms\[{position}\]: a pipeline with a stateful transform cannot quarantine rows"):
         load_pipeline_config(overrides={"transforms": transforms, "output.columns": "window_start"}, environ={})
 
 
