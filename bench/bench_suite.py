@@ -11,10 +11,10 @@ For each N (records in --partitions partitions):
   and idempotence; the project's topic then feeds every stream measurement of that N;
 - stream throughput, from the query's start (first offset) to the last row committed, with the
   available-now trigger: the pipeline (``run_pipeline``, as jobs/stream.py runs it), the naive
-  seed job (one query: from_json, value * 2, CSV file sink), Spark reading into the noop sink,
+  naive job (one query: from_json, value * 2, CSV file sink), Spark reading into the noop sink,
   and plain consumer loops (json.loads, csv.writer) on kafka-python and on confluent-kafka;
 - peak RSS of the driver JVM and of the Python driver during each of them, and the files that the
-  pipeline and the seed job write per 1,000,000 records.
+  pipeline and the naive job write per 1,000,000 records.
 
 Then once: end-to-end latency with ``processing-time=1s`` at a steady input (jobs/produce.py
 --rate in a process of its own), and the wall time of ``make demo``'s steps. Writes
@@ -49,7 +49,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 from infra.kafka.broker import LocalKafka, free_port  # noqa: E402
 
 RATIO_KEYS = {
-    "stream_vs_naive_ratio": ("stream", "pipeline", "naive_seed_job", ">= 0.9"),
+    "stream_vs_naive_ratio": ("stream", "pipeline", "naive_job", ">= 0.9"),
     "stream_vs_noop_read_ratio": ("stream", "pipeline", "spark_noop_read", None),
     "stream_vs_plain_consumer_ratio": ("stream", "pipeline", "kafka_python_consumer", ">= 3"),
     "stream_vs_confluent_consumer_ratio": ("stream", "pipeline", "confluent_consumer", None),
@@ -61,7 +61,7 @@ LATENCY_TARGET = "<= 2"
 
 STREAM_LABELS = {
     "pipeline": "pipeline (run_pipeline: parse, quarantine, CSV)",
-    "naive_seed_job": "naive seed job (from_json, CSV sink)",
+    "naive_job": "naive job (from_json, CSV sink)",
     "spark_noop_read": "Spark reading into the noop sink",
     "kafka_python_consumer": "kafka-python loop (json.loads, csv.writer)",
     "confluent_consumer": "confluent-kafka loop (json.loads, csv.writer)",
@@ -265,7 +265,7 @@ def _await_rows(query) -> Dict[str, Any]:
     return {"rows": sum(int(p["numInputRows"]) for p in progress), "batches": sum(1 for p in progress if p["numInputRows"])}
 
 
-def stream_naive_seed(spark, bootstrap: str, topic: str, work: Path) -> Dict[str, Any]:
+def stream_naive_job(spark, bootstrap: str, topic: str, work: Path) -> Dict[str, Any]:
     from pyspark.sql import functions as F
 
     from pipeline_lib.schema import RECORD_SCHEMA
@@ -365,7 +365,7 @@ def stream_confluent(spark, bootstrap: str, topic: str, work: Path, timeout: flo
 
 STREAMS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "spark_noop_read": stream_noop,
-    "naive_seed_job": stream_naive_seed,
+    "naive_job": stream_naive_job,
     "pipeline": stream_pipeline,
     "kafka_python_consumer": stream_kafka_python,
     "confluent_consumer": stream_confluent,
@@ -738,7 +738,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         },
         "producer": {},
         "stream": {},
-        "files_per_million_records": {"pipeline": {}, "naive_seed_job": {}},
+        "files_per_million_records": {"pipeline": {}, "naive_job": {}},
     }
     try:
         spark = get_spark("bench-suite", conf={"spark.ui.enabled": "false"})

@@ -109,8 +109,8 @@ def render(results: Dict[str, Any]) -> str:
                 f"{number(pipeline_peak.get('driver_jvm'))} MB, {number(pipeline_peak.get('python_driver'))} MB",
             ],
             [
-                "files written per 1,000,000 records: pipeline, naive seed job",
-                f"{number(files.get('pipeline', {}).get(str(at)), 1)}, {number(files.get('naive_seed_job', {}).get(str(at)), 1)}",
+                "files written per 1,000,000 records: pipeline, naive job",
+                f"{number(files.get('pipeline', {}).get(str(at)), 1)}, {number(files.get('naive_job', {}).get(str(at)), 1)}",
             ],
             [
                 "`make demo`, seconds: venv, jars, broker, produce, Spark start, batch, finish",

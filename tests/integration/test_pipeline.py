@@ -145,7 +145,7 @@ def test_quarantine_is_json_lines_never_csv(spark, bootstrap, topic, tmp_path):
     assert [(line["payload"], line["reason"]) for line in lines] == [("=HYPERLINK(1)", "invalid JSON")]
 
 
-def test_producer_sends_records_in_the_seed_format(bootstrap, topic):
+def test_producer_sends_records_in_the_documented_format(bootstrap, topic):
     result = job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", "5", "--start-id", "7", "--seed", "3")
 
     assert result.returncode == 0, result.stderr

@@ -107,7 +107,8 @@ def test_a_wrong_scram_password_stops_both_jobs_saying_the_credentials_were_refu
     for result in (produced, streamed):
         assert result.returncode == 1
         (line,) = error_lines(result)
-        assert f"refused the credentials of user '{SCRAM_USER}' ({mechanism})" in line, line
+        # The broker's own reason when it arrived before the connection closed, else the login named.
+        assert re.search(rf"refused the (credentials|login) of user '{SCRAM_USER}' \({mechanism}\)", line), line
         assert "invalid credentials" in line, line
         assert "not-the-password" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr

@@ -16,7 +16,7 @@ def write(tmp_path, text):
     return str(path)
 
 
-def test_defaults_describe_the_seed_pipeline():
+def test_defaults_describe_the_default_pipeline():
     config = load_pipeline_config(environ={})
 
     assert (config.kafka.bootstrap_servers, config.kafka.topic, config.output.format, config.trigger) == (
