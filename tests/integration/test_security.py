@@ -109,7 +109,8 @@ def test_a_wrong_scram_password_stops_both_jobs_saying_the_credentials_were_refu
         (line,) = error_lines(result)
         # The broker's own reason when it arrived before the connection closed, else the login named.
         assert re.search(rf"refused the (credentials|login) of user '{SCRAM_USER}' \({mechanism}\)", line), line
-        assert "invalid credentials" in line, line
+        if "refused the credentials" in line:
+            assert "invalid credentials" in line, line
         assert "not-the-password" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "output").exists()
