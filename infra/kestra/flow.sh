@@ -24,4 +24,4 @@ trap '[ "$started" = 1 ] && "$PY" infra/kafka/broker.py stop --home "$KAFKA_HOME
   --input bootstrap_servers="$BOOTSTRAP" --input topic=input-data \
   --input output_path="$data/output" --input checkpoint_path="$data/checkpoint" \
   --input quarantine_path="$data/quarantine" --input project_dir="$(pwd)" "$@"
-echo "CSV output: $FLOW_HOME/output (read it with spark.read.csv, which honours the sink log)"
+echo "CSV output: $FLOW_HOME/output (batch-*.csv: whole batches, for any reader)"
