@@ -14,7 +14,9 @@ input name or value, or a flow Kestra rejects (one line naming it).
 The python plugin that the flow's command tasks name (``io.kestra.plugin.scripts.python.Commands``,
 shipped by Kestra's Docker image) is not among the published modules: the engine runs those two
 tasks with the project's ``dataplatform.kestra.ShellCommands``, which runs the same commands on
-the same Process task runner. That type is the only change made to the flow (``engine_source``).
+the same Process task runner and logs each stderr line at the level of what it is (Kestra's
+script tasks log every one at ERROR). That type is the only change made to the flow
+(``engine_source``).
 
 The task processes get the project's virtualenv first on PATH (``python``, ``spark-submit``),
 ``PYSPARK_PYTHON`` set to its Python and ``PIPELINE_JARS`` set to ``infra/spark/jars``.
@@ -25,6 +27,7 @@ From Python (one engine, several executions, also side by side)::
     with KestraEngine() as engine:
         execution = engine.run("flows/simple-data-pipeline.yml", {"record_count": 5})
         execution.state, execution.task_runs, execution.outputs
+        execution.state_history, execution.logs, execution.log_levels
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -58,7 +62,9 @@ JAVA_RELEASE = 25
 
 OFFICIAL_COMMANDS_TYPE = "io.kestra.plugin.scripts.python.Commands"
 ENGINE_COMMANDS_TYPE = "dataplatform.kestra.ShellCommands"
-_TYPE_LINE = re.compile(r"^(\s*(?:-\s+)?type:\s*)" + re.escape(OFFICIAL_COMMANDS_TYPE) + r"(\s*(?:#.*)?)$", re.MULTILINE)
+_TYPE_LINE = re.compile(
+    r"^(\s*(?:-\s+)?type:\s*)" + re.escape(OFFICIAL_COMMANDS_TYPE) + r"(\s*(?:#.*)?)$", re.MULTILINE
+)
 
 EXIT_SUCCESS, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
 
@@ -87,6 +93,12 @@ class TaskRun:
 
 
 @dataclass
+class StateChange:
+    state: str
+    date: datetime
+
+
+@dataclass
 class Execution:
     id: str
     state: str
@@ -94,13 +106,25 @@ class Execution:
     outputs: Dict[str, Any]
     seconds: float
     logs: List[Dict[str, Any]] = field(default_factory=list)
+    state_history: List[StateChange] = field(default_factory=list)
+    log_levels: Dict[str, int] = field(default_factory=dict)
 
     def task_run(self, task_id: str) -> Optional[TaskRun]:
         return next((run for run in self.task_runs if run.task_id == task_id), None)
 
+    def entered(self, state: str) -> Optional[datetime]:
+        """When the execution first entered ``state`` (None if it never did)."""
+        return next((change.date for change in self.state_history if change.state == state), None)
+
+    @property
+    def ended(self) -> Optional[datetime]:
+        """When the execution reached its final state."""
+        return self.state_history[-1].date if self.state_history else None
+
     def logs_of(self, task_id: str, level: Optional[str] = None) -> List[str]:
         return [
-            entry["message"] for entry in self.logs
+            entry["message"]
+            for entry in self.logs
             if entry.get("taskId") == task_id and (level is None or entry.get("level") == level)
         ]
 
@@ -108,7 +132,9 @@ class Execution:
         """The ``--json`` object."""
         return {
             "state": self.state,
-            "taskRuns": [{"taskId": run.task_id, "state": run.state, "attempts": run.attempts} for run in self.task_runs],
+            "taskRuns": [
+                {"taskId": run.task_id, "state": run.state, "attempts": run.attempts} for run in self.task_runs
+            ],
             "outputs": self.outputs,
         }
 
@@ -169,8 +195,14 @@ def build(java_home: Optional[Path] = None, quiet: bool = True) -> Path:
         if not _built():
             shutil.rmtree(LIBS, ignore_errors=True)
             command = [
-                "mvn", "-B", "-f", str(HERE / "pom.xml"), "package", "dependency:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={LIBS}",
+                "mvn",
+                "-B",
+                "-f",
+                str(HERE / "pom.xml"),
+                "package",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={LIBS}",
             ] + (["-q"] if quiet else [])
             env = dict(os.environ, JAVA_HOME=str(java_home))
             result = subprocess.run(command, env=env, capture_output=quiet, text=True)
@@ -247,16 +279,32 @@ class KestraEngine:
         classpath = build(java_home)
         self.home.mkdir(parents=True, exist_ok=True)
         command = [
-            str(java_home / "bin" / "java"), f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-Djava.net.preferIPv4Stack=true", "-cp", str(classpath), "dataplatform.kestra.Launcher",
-            "--home", str(self.home), "--controller-port", str(free_port()),
-            "--worker-threads", str(self.worker_threads),
+            str(java_home / "bin" / "java"),
+            f"-Xmx{self.heap}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.net.preferIPv4Stack=true",
+            "-cp",
+            str(classpath),
+            "dataplatform.kestra.Launcher",
+            "--home",
+            str(self.home),
+            "--controller-port",
+            str(free_port()),
+            "--worker-threads",
+            str(self.worker_threads),
         ]
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                env=self.env, cwd=str(ROOT), text=True, bufsize=1,
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=self.env,
+                cwd=str(ROOT),
+                text=True,
+                bufsize=1,
             )
         self._reader = threading.Thread(target=self._read_answers, name="kestra-engine-reader", daemon=True)
         self._reader.start()
@@ -273,7 +321,7 @@ class KestraEngine:
 
     def stop(self, timeout: float = 30.0) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
+        if process is not None and process.stdin is not None and process.poll() is None:
             try:
                 process.stdin.write(json.dumps({"op": "stop"}) + "\n")
                 process.stdin.flush()
@@ -342,8 +390,10 @@ class KestraEngine:
         with self._lock:
             request_id = next(self._ids)
             self._pending[request_id] = future
-            self._process.stdin.write(json.dumps(dict(request, id=request_id)) + "\n")
-            self._process.stdin.flush()
+            stdin = self._process.stdin if self._process is not None else None
+            assert stdin is not None, "the engine was started with a pipe for its requests"
+            stdin.write(json.dumps(dict(request, id=request_id)) + "\n")
+            stdin.flush()
         return future
 
     # -- requests ---------------------------------------------------------------------------
@@ -356,7 +406,9 @@ class KestraEngine:
             raise EngineError(answer.get("message"))
         return Validation(bool(answer["ok"]), list(answer.get("errors") or []), list(answer.get("warnings") or []))
 
-    def submit(self, flow: Union[str, Path], inputs: Optional[Mapping[str, Any]] = None, timeout: float = 3600.0) -> Future:
+    def submit(
+        self, flow: Union[str, Path], inputs: Optional[Mapping[str, Any]] = None, timeout: float = 3600.0
+    ) -> Future:
         """Start one execution; the future's result is an :class:`Execution` (or it raises
         :class:`FlowRejected`, :class:`BadInput` or :class:`EngineError`)."""
         source = engine_source(_read_source(flow))
@@ -373,7 +425,9 @@ class KestraEngine:
         answered.add_done_callback(convert)
         return result
 
-    def run(self, flow: Union[str, Path], inputs: Optional[Mapping[str, Any]] = None, timeout: float = 3600.0) -> Execution:
+    def run(
+        self, flow: Union[str, Path], inputs: Optional[Mapping[str, Any]] = None, timeout: float = 3600.0
+    ) -> Execution:
         """Run one execution of ``flow`` (a path or YAML source) to its end."""
         return self.submit(flow, inputs, timeout).result(timeout + 120)
 
@@ -393,6 +447,11 @@ def _execution(answer: Dict[str, Any]) -> Execution:
         outputs=dict(answer.get("outputs") or {}),
         seconds=float(answer.get("seconds") or 0.0),
         logs=list(answer.get("logs") or []),
+        state_history=[
+            StateChange(change["state"], datetime.fromisoformat(change["date"]))
+            for change in answer.get("stateHistory") or []
+        ],
+        log_levels=dict(answer.get("logLevels") or {}),
     )
 
 
@@ -425,12 +484,22 @@ def _print_execution(execution: Execution) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description="Run a Kestra flow once on Kestra's own engine (no server, no UI).",
-        epilog="exit codes: 0 SUCCESS, 1 another final state or an engine failure, 2 a bad input or a flow Kestra rejects",
+        epilog="exit codes: 0 SUCCESS, 1 another final state or an engine failure, "
+        "2 a bad input or a flow Kestra rejects",
     )
     parser.add_argument("flow", type=Path, help="the flow's YAML file")
-    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=VALUE", help="an input of the flow (repeatable)")
+    parser.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input of the flow (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object: state, taskRuns, outputs")
-    parser.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS", help="for the execution (default 3600)")
+    parser.add_argument(
+        "--timeout", type=float, default=3600.0, metavar="SECONDS", help="for the execution (default 3600)"
+    )
     args = parser.parse_args(argv)
 
     try:

@@ -7,16 +7,19 @@ not among Kestra's published modules; that type is the only change (first test b
 
 from __future__ import annotations
 
+import json
 import re
-from concurrent.futures import Future
+from collections import defaultdict
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 import yaml
+from kafka import KafkaConsumer
 
 from infra.kafka.broker import free_port
 from infra.kestra.run_flow import ENGINE_COMMANDS_TYPE, OFFICIAL_COMMANDS_TYPE, Execution, engine_source
+from pipeline_lib.producer import RUN_HEADER
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.kestra
@@ -47,12 +50,26 @@ def pipeline_inputs(bootstrap: str, topic: str, folder: Path) -> Dict[str, str]:
 
 def detail(execution: Execution) -> str:
     """What went wrong, for an assertion's message: the task runs and the last error logs."""
-    errors = [f"[{entry['taskId']}] {entry['message']}" for entry in execution.logs if entry.get("level") == "ERROR"]
-    return f"{execution.state} {execution.task_runs}\n" + "\n".join(errors[-40:])
+    errors = [f"[{entry.get('taskId')}] {entry['message']}" for entry in execution.logs if entry.get("level") == "ERROR"]
+    return f"{execution.state} {execution.task_runs} {execution.log_levels}\n" + "\n".join(errors[-40:])
 
 
 def read_ids(spark, output: Path):
     return sorted(int(row["id"]) for row in spark.read.option("header", "true").csv(str(output)).collect())
+
+
+def ids_by_run(bootstrap: str, topic: str) -> Dict[str, List[int]]:
+    """The ids of the committed records on the topic, by the run (execution) that sent them."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000,
+        isolation_level="read_committed",
+    )
+    runs: Dict[str, List[int]] = defaultdict(list)
+    for message in consumer:
+        run_id = dict(message.headers or [])[RUN_HEADER].decode("utf-8")
+        runs[run_id].append(json.loads(message.value)["id"])
+    consumer.close()
+    return {run_id: sorted(ids) for run_id, ids in runs.items()}
 
 
 # -- the file, and what Kestra's validation does not cover -------------------------------------
@@ -95,6 +112,21 @@ def test_inputs_defaults_and_outputs(flow):
     assert {item["id"] for item in flow["outputs"]} == {"records_sent", "rows_written", "rows_quarantined"}
 
 
+def test_outputs_are_not_required_so_a_task_that_did_not_succeed_claims_no_value(flow):
+    assert [item.get("required") for item in flow["outputs"]] == [False] * 3
+
+
+def test_one_execution_at_a_time_the_next_queued_not_failed(flow):
+    assert flow["concurrency"] == {"limit": 1, "behavior": "QUEUE"}
+
+
+def test_an_hourly_schedule_is_there_and_disabled(flow):
+    (trigger,) = flow["triggers"]
+    assert trigger["type"] == "io.kestra.plugin.core.trigger.Schedule"
+    assert (trigger["cron"], trigger["disabled"]) == ("0 * * * *", True)
+    assert "inputs" not in trigger  # a scheduled execution runs with the inputs' defaults
+
+
 def test_every_expression_names_a_declared_input_a_task_output_or_the_execution(flow):
     inputs = {item["id"] for item in flow["inputs"]}
     tasks = {task["id"] for task in flow["tasks"]}
@@ -125,6 +157,12 @@ def test_kestra_validates_the_flow(kestra):
     assert validation.ok, validation.errors
 
 
+def test_kestra_validates_the_flow_with_its_schedule_turned_on(kestra):
+    assert ENGINE_SOURCE.count("disabled: true") == 1
+    validation = kestra.validate(ENGINE_SOURCE.replace("disabled: true", "disabled: false"))
+    assert validation.ok, validation.errors
+
+
 @pytest.mark.parametrize(
     "old, new, reason",
     [
@@ -148,6 +186,8 @@ def test_kestra_validates_the_flow(kestra):
         pytest.param("maxAttempts: 3", "maxAttempts: 0", "maxAttempts", id="retry-without-attempts"),
         pytest.param("- id: process_data", "- id: ingest_data", "Duplicate task id", id="duplicate-task-id"),
         pytest.param("type: INT", "type: INTEGER", "Invalid type: INTEGER", id="unknown-input-type"),
+        pytest.param('cron: "0 * * * *"', 'cron: "61 * * * *"', "invalid cron expression", id="schedule-bad-cron"),
+        pytest.param("behavior: QUEUE", "behavior: WAIT", '"WAIT"', id="unknown-concurrency-behavior"),
     ],
 )
 def test_kestra_rejects_a_broken_flow(kestra, old, new, reason):
@@ -161,19 +201,20 @@ def test_kestra_rejects_a_broken_flow(kestra, old, new, reason):
 
 
 # -- executions against the test broker ----------------------------------------------------------
+# The flow runs one execution at a time (its concurrency limit): each test's executions queue
+# behind those of the test before it, so these tests run one after another.
 
 
 @pytest.fixture(scope="module")
-def unreachable_execution(kestra, tmp_path_factory) -> Future:
-    """An execution whose broker does not answer, started when first asked for: its three
-    attempts (30 s each, 10 s apart) go on while the other executions run."""
-    folder = tmp_path_factory.mktemp("unreachable")
-    inputs = pipeline_inputs(f"127.0.0.1:{free_port()}", "unreachable", folder)
-    return kestra.submit(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT)
+def sent_and_streamed(kestra, bootstrap, spark, tmp_path_factory):
+    """One execution on a topic of its own, and the ids of the CSV it wrote."""
+    folder = tmp_path_factory.mktemp("sent-and-streamed")
+    execution = kestra.run(FLOW_PATH, pipeline_inputs(bootstrap, "sent-and-streamed", folder), timeout=EXECUTION_TIMEOUT)
+    return execution, read_ids(spark, folder / "output") if (folder / "output").exists() else []
 
 
-def test_an_execution_sends_streams_and_reports(kestra, unreachable_execution, bootstrap, topic, spark, tmp_path):
-    execution = kestra.run(FLOW_PATH, pipeline_inputs(bootstrap, topic, tmp_path), timeout=EXECUTION_TIMEOUT)
+def test_an_execution_sends_streams_and_reports(sent_and_streamed):
+    execution, ids = sent_and_streamed
 
     assert execution.state == "SUCCESS", detail(execution)
     assert [(run.task_id, run.state, run.attempts) for run in execution.task_runs] == [
@@ -181,7 +222,16 @@ def test_an_execution_sends_streams_and_reports(kestra, unreachable_execution, b
         ("process_data", "SUCCESS", 1),
     ]
     assert execution.outputs == {"records_sent": 20, "rows_written": 20, "rows_quarantined": 0}
-    assert read_ids(spark, tmp_path / "output") == list(range(1, 21))
+    assert ids == list(range(1, 21))
+
+
+def test_a_successful_execution_logs_no_error_and_sparks_warnings_as_warnings(sent_and_streamed):
+    execution, _ = sent_and_streamed
+
+    assert execution.state == "SUCCESS", detail(execution)
+    assert execution.log_levels.get("ERROR", 0) == 0, detail(execution)
+    spark_warnings = [entry for entry in execution.logs if re.match(r"(\S+ \S+ )?WARN ", entry["message"])]
+    assert {entry["level"] for entry in spark_warnings} <= {"WARN"}, spark_warnings
 
 
 def test_two_executions_in_a_row_write_each_record_once(kestra, bootstrap, topic, spark, tmp_path):
@@ -196,14 +246,48 @@ def test_two_executions_in_a_row_write_each_record_once(kestra, bootstrap, topic
     assert read_ids(spark, tmp_path / "output") == list(range(1, 41))
 
 
-def test_an_unreachable_broker_fails_ingest_after_3_attempts_and_the_errors_branch_names_it(unreachable_execution):
-    execution = unreachable_execution.result(timeout=EXECUTION_TIMEOUT)
+def test_two_executions_started_together_run_one_after_the_other_with_disjoint_ids(kestra, bootstrap, topic, spark, tmp_path):
+    inputs = pipeline_inputs(bootstrap, topic, tmp_path)
+
+    started = [kestra.submit(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT) for _ in range(2)]
+    executions = [future.result(timeout=EXECUTION_TIMEOUT + 120) for future in started]
+
+    for execution in executions:
+        assert execution.state == "SUCCESS", detail(execution)
+        assert execution.outputs == {"records_sent": 20, "rows_written": 20, "rows_quarantined": 0}
+    (waiting,) = [execution for execution in executions if execution.entered("QUEUED")]
+    (ran_first,) = [execution for execution in executions if execution is not waiting]
+    assert waiting.entered("QUEUED") < ran_first.ended <= waiting.entered("RUNNING"), waiting.state_history
+    ids = ids_by_run(bootstrap, topic)
+    assert sorted(ids) == sorted(execution.id for execution in executions)
+    assert not set(ids[waiting.id]) & set(ids[ran_first.id]), ids
+    assert read_ids(spark, tmp_path / "output") == list(range(1, 41))
+
+
+def test_an_unreachable_broker_fails_ingest_after_3_attempts_and_the_errors_branch_names_it(kestra, tmp_path):
+    inputs = pipeline_inputs(f"127.0.0.1:{free_port()}", "unreachable", tmp_path)
+
+    execution = kestra.run(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT)
 
     assert execution.state == "FAILED", detail(execution)
     ingest = execution.task_run("ingest_data")
     assert (ingest.state, ingest.attempts) == ("FAILED", 3)
     assert execution.task_run("process_data") is None
-    assert any("cannot reach Kafka" in message for message in execution.logs_of("ingest_data")), detail(execution)
+    errors = execution.logs_of("ingest_data", "ERROR")
+    assert any(message.startswith("error: ") and "cannot reach Kafka" in message for message in errors), detail(execution)
     report = execution.task_run("report_failure")
     assert report is not None and report.state == "SUCCESS"
     assert any("failed in task ingest_data" in message for message in execution.logs_of("report_failure", "ERROR"))
+    assert execution.outputs == {}
+
+
+def test_a_failed_process_data_reports_only_the_records_sent(kestra, bootstrap, topic, tmp_path):
+    inputs = dict(pipeline_inputs(bootstrap, topic, tmp_path), spark_master="no-such-master")
+
+    execution = kestra.run(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT)
+
+    assert execution.state == "FAILED", detail(execution)
+    assert execution.task_run("ingest_data").state == "SUCCESS"
+    assert execution.task_run("process_data").state == "FAILED"
+    assert any("failed in task process_data" in message for message in execution.logs_of("report_failure", "ERROR"))
+    assert execution.outputs == {"records_sent": 20}

@@ -34,6 +34,7 @@ import io.kestra.core.models.executions.TaskRun;
 import io.kestra.core.models.flows.FlowSource;
 import io.kestra.core.models.flows.FlowWithSource;
 import io.kestra.core.models.flows.Input;
+import io.kestra.core.models.flows.State;
 import io.kestra.core.models.validations.ValidateConstraintViolation;
 import io.kestra.core.queues.DispatchQueueInterface;
 import io.kestra.core.repositories.ExecutionRepositoryInterface;
@@ -59,8 +60,9 @@ import io.micronaut.context.ApplicationContext;
  * <li>{@code {"op": "validate", "source": "<flow yaml>"}}: Kestra's own validation
  * (FlowService.validate), answered with {@code {"ok": bool, "errors": [...], ...}};</li>
  * <li>{@code {"op": "run", "source": ..., "inputs": {...}, "timeoutSeconds": n}}: validates,
- * saves the flow, runs one execution to its end, answered with its state, task runs, flow
- * outputs and logs, or with {@code {"error": "invalid-flow" | "bad-input" | "timeout" | ...}};</li>
+ * saves the flow, runs one execution to its end, answered with its state and state history,
+ * task runs, flow outputs, logs and the count of log lines per level, or with
+ * {@code {"error": "invalid-flow" | "bad-input" | "timeout" | ...}};</li>
  * <li>{@code {"op": "stop"}}, or the end of stdin: stops the engine and exits.</li>
  * </ul>
  * Executions run side by side: an answer carries the {@code id} of its request.
@@ -310,7 +312,14 @@ public final class Launcher {
         answer.put("taskRuns", taskRuns);
         answer.put("outputs", outputs == null ? Map.of() : new TreeMap<>(outputs));
         answer.put("seconds", seconds);
-        answer.put("logs", logs(finished));
+        List<Map<String, Object>> history = new ArrayList<>();
+        for (State.History entry : finished.getState().getHistories()) {
+            history.add(Map.of("state", entry.getState().name(), "date", entry.getDate().toString()));
+        }
+        answer.put("stateHistory", history);
+        List<LogEntry> entries = logEntries(finished);
+        answer.put("logLevels", levelCounts(entries));
+        answer.put("logs", logs(entries));
         return answer;
     }
 
@@ -336,9 +345,9 @@ public final class Launcher {
 
     /**
      * The execution's logs, INFO and above, once the indexer has stored those of every task run
-     * (it works asynchronously): each as {taskId, attempt, level, message}.
+     * (it works asynchronously).
      */
-    private List<Map<String, Object>> logs(Execution execution) throws InterruptedException {
+    private List<LogEntry> logEntries(Execution execution) throws InterruptedException {
         LogDataStoreInterface store = context.getBean(LogDataStoreInterface.class);
         Set<String> taskRunIds = Optional.ofNullable(execution.getTaskRunList()).orElse(List.of()).stream()
             .map(TaskRun::getId).collect(Collectors.toSet());
@@ -354,7 +363,23 @@ public final class Launcher {
             previous = entries.size();
             Thread.sleep(300);
         }
+        return entries;
+    }
 
+    /**
+     * How many of the entries each level has, counted before {@link #logs} keeps only the last
+     * of each task run, so that an early ERROR line is counted too.
+     */
+    private static Map<String, Integer> levelCounts(List<LogEntry> entries) {
+        Map<String, Integer> counts = new TreeMap<>();
+        for (LogEntry entry : entries) {
+            counts.merge(entry.getLevel() == null ? "NONE" : entry.getLevel().name(), 1, Integer::sum);
+        }
+        return counts;
+    }
+
+    /** The entries as {taskId, attempt, level, message}, the last ones of each task run. */
+    private static List<Map<String, Object>> logs(List<LogEntry> entries) {
         Map<String, List<LogEntry>> byTaskRun = new LinkedHashMap<>();
         for (LogEntry entry : entries) {
             byTaskRun.computeIfAbsent(String.valueOf(entry.getTaskRunId()), key -> new ArrayList<>()).add(entry);

@@ -15,6 +15,10 @@ import jakarta.validation.constraints.NotNull;
  * {@code ::{"outputs": {...}}::} become {@code outputs.<task>.vars}, as with Kestra's script
  * plugins. The engine of infra/kestra runs the flow's command tasks with this type, because
  * the python plugin is not among Kestra's published engine modules.
+ *
+ * <p>Unlike Kestra's script tasks, which log every stderr line at ERROR, it logs each one at
+ * the level of what it is ({@link LeveledLogConsumer}), so that Spark's warnings do not read as
+ * errors of a successful run.
  */
 public class ShellCommands extends AbstractExecScript implements RunnableTask<ScriptOutput> {
     @NotNull
@@ -38,6 +42,7 @@ public class ShellCommands extends AbstractExecScript implements RunnableTask<Sc
     @Override
     public ScriptOutput run(RunContext runContext) throws Exception {
         return this.commands(runContext)
+            .withLogConsumer(new LeveledLogConsumer(runContext))
             .withInterpreter(this.interpreter)
             .withBeforeCommands(this.beforeCommands)
             .withBeforeCommandsWithOptions(true)
