@@ -5,6 +5,8 @@ PY := $(abspath $(VENV)/bin/python)
 SPARK_JARS_DIR := infra/spark/jars
 KAFKA_HOME ?= .kafka
 KAFKA_PORT ?= 9092
+# make kafka-up KAFKA_NODES=3: a cluster on KAFKA_PORT and the next two ports.
+KAFKA_NODES ?= 1
 PYTEST_ARGS ?=
 
 # The connector and the few jars it needs that pyspark does not ship already.
@@ -14,7 +16,7 @@ export PYSPARK_PYTHON := $(PY)
 export PYSPARK_DRIVER_PYTHON := $(PY)
 export PIPELINE_JARS := $(abspath $(SPARK_JARS_DIR))
 
-.PHONY: install jars dist test test-fast test-kestra demo kafka-up kafka-down bench bench-install clean
+.PHONY: install jars dist lint test test-fast test-kestra demo kafka-up kafka-down bench bench-install clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +46,18 @@ dist/pipeline_lib.zip: $(VENV)/.installed $(shell find pipeline_lib -name '*.py'
 	z = zipfile.ZipFile('$@', 'w', zipfile.ZIP_DEFLATED); [z.write(f) for f in files]; z.close(); \
 	print('built $@ with', len(files), 'modules')"
 
+# ruff (lint and format check) and mypy, configured in pyproject.toml; fast, so CI runs it first.
+LINT_PATHS := pipeline_lib jobs infra
+
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
+$(VENV)/.lint-installed: $(VENV)/.installed setup.cfg
+	$(VENV)/bin/pip install -q -e '.[test,lint]'
+	touch $@
+
 test: install jars dist
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -66,7 +80,7 @@ flow: install jars dist kestra
 	PY=$(PY) KAFKA_HOME=$(KAFKA_HOME) KAFKA_PORT=$(KAFKA_PORT) bash infra/kestra/flow.sh
 
 kafka-up: install jars
-	$(PY) infra/kafka/broker.py start --home $(KAFKA_HOME) --port $(KAFKA_PORT)
+	$(PY) infra/kafka/broker.py start --nodes $(KAFKA_NODES) --home $(KAFKA_HOME) --port $(KAFKA_PORT)
 
 kafka-down: install
 	$(PY) infra/kafka/broker.py stop --home $(KAFKA_HOME)

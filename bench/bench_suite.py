@@ -231,7 +231,8 @@ def topic_size(bootstrap: str, topic: str) -> int:
 
 
 def stream_pipeline(spark, bootstrap: str, topic: str, work: Path) -> Dict[str, Any]:
-    from pipeline_lib.pipeline import load_pipeline_config, run_pipeline
+    from pipeline_lib.pipeline import load_pipeline_config
+    from pipeline_lib.run import run_pipeline
 
     config = load_pipeline_config(
         overrides={
@@ -378,14 +379,15 @@ STREAMS: Dict[str, Callable[..., Dict[str, Any]]] = {
 def latency_phase(spark, bootstrap: str, work: Path, args, peaks: Peaks) -> Dict[str, Any]:
     """Records' own timestamps against the moment their micro-batch was committed.
 
-    The commit moment of batch N is when ``BatchWriter`` reports it through ``emit``: it does so
-    right after the output's mark ``_batches/N`` is written (the batch is then visible to
-    readers). Each row's latency is that moment minus the ``timestamp`` field of its record
+    The commit moment of batch N is its report's ``finished_at``: the moment every sink had
+    committed it and the output's ledger marked it (the batch is then visible to readers). Each row's latency is that moment minus the ``timestamp`` field of its record
     (set by the producer when it made the record), read back from ``batch-N-part-*.csv``.
     """
     import numpy as np
 
-    from pipeline_lib.pipeline import load_pipeline_config, run_pipeline
+    from pipeline_lib.pipeline import load_pipeline_config
+    from pipeline_lib.reports import BatchReport, Listener
+    from pipeline_lib.run import run_pipeline
 
     topic = "latency"
     create_topic(bootstrap, topic, args.partitions)
@@ -406,17 +408,16 @@ def latency_phase(spark, bootstrap: str, work: Path, args, peaks: Peaks) -> Dict
     outcome: Dict[str, Any] = {}
     stop = threading.Event()
 
-    def emit(line: str) -> None:
-        now = time.time()
-        match = re.match(r"batch (\d+): (\d+) rows in ([0-9.]+)s", line)
-        if match:
-            commits[int(match.group(1))] = now
-            write_seconds[int(match.group(1))] = float(match.group(3))
-            rows_seen[0] += int(match.group(2))
+    class Commits(Listener):
+        def on_batch(self, report: BatchReport) -> None:
+            if not report.skipped:
+                commits[report.batch_id] = report.finished_at
+                write_seconds[report.batch_id] = report.seconds
+                rows_seen[0] += report.rows_read
 
     def run() -> None:
         try:
-            outcome["summary"] = run_pipeline(spark, config, emit=emit, stop_event=stop)
+            outcome["summary"] = run_pipeline(spark, config, emit=lambda line: None, stop_event=stop, listeners=[Commits()])
         except Exception as error:  # noqa: BLE001 (reported by the main thread)
             outcome["error"] = error
 
@@ -497,8 +498,8 @@ def latency_phase(spark, bootstrap: str, work: Path, args, peaks: Peaks) -> Dict
     steady_figures = percentiles(steady)
     return {
         "method": (
-            "commit moment = when BatchWriter reports batch N through emit, right after the output's "
-            "mark _batches/N is written; latency = that moment - the record's own timestamp field "
+            "commit moment = batch N's report finished_at, when every sink committed it and the output's "
+            "ledger marked _batches/N; latency = that moment - the record's own timestamp field "
             "(set when the producer made it), read from batch-N-part-*.csv"
         ),
         "trigger": trigger,

@@ -1,6 +1,6 @@
 """Send generated records to Kafka (Kestra task ``ingest_data``).
 
-    python jobs/produce.py --bootstrap-servers 127.0.0.1:9092 --topic input-data --count 20
+python jobs/produce.py --bootstrap-servers 127.0.0.1:9092 --topic input-data --count 20
 """
 
 import sys

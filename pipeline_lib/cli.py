@@ -11,8 +11,9 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from pipeline_lib.config import ConfigError
+from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import KAFKA_ENVIRONMENT
+from pipeline_lib.reports import kestra_outputs
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -25,12 +26,14 @@ class _OneLineParser(argparse.ArgumentParser):
         # argparse says "argument --count: invalid int value: 'x'"; keep the flag as the field.
         prefix, _, detail = message.partition(": ")
         if prefix.startswith("argument ") and detail:
-            raise ConfigError(prefix[len("argument "):], detail)
+            raise ConfigError(prefix[len("argument ") :], detail)
         raise ConfigError("arguments", message)
 
 
 ENVIRONMENT_HELP = "environment: " + ", ".join(KAFKA_ENVIRONMENT) + " (flags override them, they override --config)"
-EXIT_HELP = "exit codes: 0 done, 1 the work failed (one line on stderr), 2 bad configuration (one line naming the option)"
+EXIT_HELP = (
+    "exit codes: 0 done, 1 the work failed (one line on stderr), 2 bad configuration (one line naming the option)"
+)
 
 
 def _parser(description: str, flags: Dict[str, Dict[str, Any]], epilog: str = "") -> argparse.ArgumentParser:
@@ -46,16 +49,42 @@ def _parser(description: str, flags: Dict[str, Dict[str, Any]], epilog: str = ""
 
 
 PRODUCE_FLAGS: Dict[str, Dict[str, Any]] = {
-    "--bootstrap-servers": dict(dest="kafka.bootstrap_servers", metavar="HOST:PORT", help="broker(s), comma-separated (default 127.0.0.1:9092)"),
+    "--bootstrap-servers": dict(
+        dest="kafka.bootstrap_servers", metavar="HOST:PORT", help="broker(s), comma-separated (default 127.0.0.1:9092)"
+    ),
     "--topic": dict(dest="kafka.topic", metavar="NAME", help="topic to send to (default input-data)"),
     "--count": dict(dest="count", type=int, metavar="N", help="records to send (default 20)"),
-    "--rate": dict(dest="rate", type=float, metavar="PER_SECOND", help="records per second (default: as fast as acknowledged)"),
+    "--rate": dict(
+        dest="rate", type=float, metavar="PER_SECOND", help="records per second (default: as fast as acknowledged)"
+    ),
     "--seed": dict(dest="seed", type=int, metavar="N", help="seed of the random values (default: random)"),
-    "--start-id": dict(dest="start_id", type=int, metavar="ID", help="first id (default: one past the highest id on the topic)"),
-    "--partitions": dict(dest="partitions", type=int, metavar="N", help="partitions if the topic is created (default 1)"),
-    "--timeout": dict(dest="timeout", type=float, metavar="SECONDS", help="to reach the broker and be acknowledged (default 30)"),
-    "--run-id": dict(dest="run_id", metavar="ID", help="one Kafka transaction per run, values seeded by ID: a retry sends the same records (Kestra: {{ execution.id }})"),
-    "--run-start": dict(dest="run_start", metavar="TIME", help="with --run-id: ISO-8601 or epoch seconds, the first record's timestamp (Kestra: {{ execution.startDate }})"),
+    "--start-id": dict(
+        dest="start_id", type=int, metavar="ID", help="first id (default: one past the highest id on the topic)"
+    ),
+    "--partitions": dict(
+        dest="partitions", type=int, metavar="N", help="partitions if the topic is created (default 1)"
+    ),
+    "--replication-factor": dict(
+        dest="replication_factor",
+        type=int,
+        metavar="N",
+        help="replicas of each partition if the topic is created (default: 3 on three brokers or more, else 1)",
+    ),
+    "--timeout": dict(
+        dest="timeout", type=float, metavar="SECONDS", help="to reach the broker and be acknowledged (default 30)"
+    ),
+    "--run-id": dict(
+        dest="run_id",
+        metavar="ID",
+        help="one Kafka transaction per run, values seeded by ID: a retry sends the same records "
+        "(Kestra: {{ execution.id }})",
+    ),
+    "--run-start": dict(
+        dest="run_start",
+        metavar="TIME",
+        help="with --run-id: ISO-8601 or epoch seconds, the first record's timestamp "
+        "(Kestra: {{ execution.startDate }})",
+    ),
 }
 
 
@@ -64,20 +93,47 @@ def _stream_flags() -> Dict[str, Dict[str, Any]]:
     from pipeline_lib.sources import SOURCES
 
     return {
-        "--bootstrap-servers": dict(dest="kafka.bootstrap_servers", metavar="HOST:PORT", help="broker(s), comma-separated (default 127.0.0.1:9092)"),
+        "--bootstrap-servers": dict(
+            dest="kafka.bootstrap_servers",
+            metavar="HOST:PORT",
+            help="broker(s), comma-separated (default 127.0.0.1:9092)",
+        ),
         "--topic": dict(dest="kafka.topic", metavar="NAME", help="topic to read (default input-data)"),
-        "--source": dict(dest="source.type", metavar="TYPE", help=f"one of {', '.join(SOURCES.names())} (default kafka)"),
+        "--source": dict(
+            dest="source.type", metavar="TYPE", help=f"one of {', '.join(SOURCES.names())} (default kafka)"
+        ),
         "--source-path": dict(dest="source.path", metavar="DIR", help="folder of JSON-lines files, for --source files"),
-        "--starting-offsets": dict(dest="source.starting_offsets", metavar="WHERE", help="earliest (default) or latest"),
-        "--max-offsets-per-trigger": dict(dest="source.max_offsets_per_trigger", type=int, metavar="N", help="records per micro-batch at most (default: all)"),
-        "--connect-timeout": dict(dest="source.connect_timeout", type=float, metavar="SECONDS", help="to reach the broker before starting (default 30)"),
+        "--starting-offsets": dict(
+            dest="source.starting_offsets", metavar="WHERE", help="earliest (default) or latest"
+        ),
+        "--max-offsets-per-trigger": dict(
+            dest="source.max_offsets_per_trigger",
+            type=int,
+            metavar="N",
+            help="records per micro-batch at most (default: all)",
+        ),
+        "--connect-timeout": dict(
+            dest="source.connect_timeout",
+            type=float,
+            metavar="SECONDS",
+            help="to reach the broker before starting (default 30)",
+        ),
         "--output": dict(dest="output.path", metavar="DIR", help="output folder (default output)"),
-        "--format": dict(dest="output.format", metavar="FORMAT", help=f"one of {', '.join(SINKS.names())} (default csv)"),
+        "--format": dict(
+            dest="output.format", metavar="FORMAT", help=f"one of {', '.join(SINKS.names())} (default csv)"
+        ),
         "--output-topic": dict(dest="output.topic", metavar="NAME", help="topic to write, for --format kafka"),
-        "--quarantine": dict(dest="quarantine.path", metavar="DIR", help="folder of rejected records, JSON lines (default quarantine)"),
-        "--checkpoint": dict(dest="checkpoint", metavar="DIR", help="the query's checkpoint folder (default checkpoint)"),
+        "--quarantine": dict(
+            dest="quarantine.path", metavar="DIR", help="folder of rejected records, JSON lines (default quarantine)"
+        ),
+        "--checkpoint": dict(
+            dest="checkpoint", metavar="DIR", help="the query's checkpoint folder (default checkpoint)"
+        ),
         "--trigger": dict(dest="trigger", metavar="WHEN", help="available-now (default), once, processing-time=5s"),
         "--show": dict(dest="show", type=int, metavar="N", help="print up to N output rows after the run"),
+        "--metrics-file": dict(
+            dest="metrics_file", metavar="PATH", help="append one JSON object per batch, and one for the run's summary"
+        ),
     }
 
 
@@ -90,10 +146,10 @@ def _as_typed(error: ConfigError, flags: Dict[str, Dict[str, Any]], overrides: D
     value came from one; the dotted key of the file otherwise."""
     for flag, options in flags.items():
         if options["dest"] == error.field and overrides.get(error.field) is not None:
-            return ConfigError(flag, str(error)[len(error.field) + 2:])
+            return ConfigError(flag, str(error)[len(error.field) + 2 :])
     for variable, key in KAFKA_ENVIRONMENT.items():
         if key == error.field and os.environ.get(variable) and overrides.get(key) is None:
-            return ConfigError(variable, str(error)[len(error.field) + 2:])
+            return ConfigError(variable, str(error)[len(error.field) + 2 :])
     return error
 
 
@@ -104,18 +160,6 @@ def _fail(code: int, message: str) -> int:
 
 def _say(line: str) -> None:
     print(line, flush=True)
-
-
-def kestra_outputs(outputs: Dict[str, Any]) -> None:
-    """Report ``outputs`` to Kestra when the job runs as a Kestra task: its task runners give
-    every command ``WORKING_DIR``, and the flow installs Kestra's Python package."""
-    if not os.environ.get("WORKING_DIR"):
-        return
-    try:
-        from kestra import Kestra
-    except ImportError:
-        return
-    Kestra.outputs(outputs)
 
 
 def produce_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -131,7 +175,7 @@ def produce_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         sent = send_records(config, emit=_say)
     except ProduceError as error:
-        kestra_outputs({"records_sent": error.acknowledged})
+        # No records_sent output: a failed attempt's count would read as if the task had run.
         return _fail(EXIT_FAILED, str(error))
     _say(f"sent {sent} records to {config.kafka.topic}")
     kestra_outputs({"records_sent": sent})
@@ -145,8 +189,13 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
     overrides: Dict[str, Any] = {}
     try:
         parser = _parser("Stream records from a source through the transforms into files.", flags)
+        parser.add_argument(
+            "--dry-run", action="store_true", help="check the configuration, print the plan and exit, writing nothing"
+        )
         for kind in ("transforms", "sources", "sinks"):
-            parser.add_argument(f"--list-{kind}", action="store_true", help=f"print the {kind}, one a line with its options, and exit")
+            parser.add_argument(
+                f"--list-{kind}", action="store_true", help=f"print the {kind}, one a line with its options, and exit"
+            )
         args = parser.parse_args(argv)
         listed = [kind for kind in ("transforms", "sources", "sinks") if getattr(args, f"list_{kind}")]
         if listed:
@@ -158,32 +207,58 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         overrides = _overrides(args, flags)
         show = overrides.pop("show")
+        metrics_file = overrides.pop("metrics_file")
         if show is not None and show < 0:
             raise ConfigError("--show", f"must be 0 or more, got {show}")
         config = load_pipeline_config(args.config, overrides)
     except ConfigError as error:
         return _fail(EXIT_CONFIG, str(_as_typed(error, flags, overrides)))
 
-    from pipeline_lib.pipeline import run_pipeline
-    from pipeline_lib.session import get_spark
-    from pipeline_lib.stopping import StopRequest, stop_on_signals
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
 
-    stop = StopRequest()
+    from pipeline_lib.plan import make_plan
+
+    try:
+        plan = make_plan(config)  # the source is asked before Spark starts: a refusal costs no JVM
+    except ConfigError as error:
+        return _fail(EXIT_CONFIG, str(_as_typed(error, flags, overrides)))
+    except (PipelineError, PySparkException, OSError) as error:
+        # A dry run is a check: whatever stops the plan is something to fix before running.
+        return _fail(EXIT_CONFIG if args.dry_run else EXIT_FAILED, one_line(error))
     _say(
         f"reading {config.source.describe()}, writing {config.output.describe()}, "
         f"quarantine {config.quarantine.describe()}, trigger {config.trigger}"
     )
+    if args.dry_run:
+        for line in plan.lines():
+            _say(line)
+        return 0
+
+    from pipeline_lib.reports import ConsoleListener, JsonLinesListener, KestraOutputs, Listener
+    from pipeline_lib.run import run
+    from pipeline_lib.session import get_spark
+    from pipeline_lib.stopping import StopRequest, stop_on_signals
+
+    stop = StopRequest()
+    listeners: List[Listener] = [ConsoleListener(_say), KestraOutputs()]
     try:
-        config.source.check()  # before Spark starts: a refusal costs no JVM start-up
+        if metrics_file:
+            listeners.append(JsonLinesListener(metrics_file))
         spark = get_spark(config.app_name)
         stop_on_signals(spark, stop)
-        summary = run_pipeline(spark, config, emit=_say, stop_event=stop.event)
-        _say(summary.line())
-        kestra_outputs({"rows_written": summary.written, "rows_quarantined": summary.quarantined})
+        run(plan, spark, listeners, stop_event=stop.event)
         if show and config.output.location:
-            config.output.read(spark).orderBy("id").show(show, truncate=False)
-    except Exception as error:  # noqa: BLE001 (every failure ends as one line and exit 1)
+            from pipeline_lib.sinks.csv import with_plain_decimals
+
+            held = config.output.read(spark)
+            held.orderBy(*held.columns[:1]).transform(with_plain_decimals).show(show, truncate=False)
+    except (PipelineError, PySparkException, Py4JJavaError, OSError) as error:
         return _fail(EXIT_FAILED, one_line(error))
+    finally:
+        for listener in listeners:
+            if isinstance(listener, JsonLinesListener):
+                listener.close()
     return stop.exit_code if stop.event.is_set() else 0
 
 

@@ -18,15 +18,9 @@ from typing import Any, Dict, Mapping, Optional, Type, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pipeline_lib.errors import ConfigError
+
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; ``field`` names it in dotted form."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
 
 
 class Settings(BaseModel):
@@ -82,7 +76,7 @@ def parse(model: Type[M], data: Any, prefix: str = "") -> M:
     >>> parse(Example, {"count": "many"}, "producer")
     Traceback (most recent call last):
     ...
-    pipeline_lib.config.ConfigError: producer.count: must be a whole number, got 'many'
+    pipeline_lib.errors.ConfigError: producer.count: must be a whole number, got 'many'
     """
     if data is None:
         data = {}
@@ -115,7 +109,7 @@ def _model_at(model: Type[BaseModel], location: list) -> Type[BaseModel]:
 
 def _message(model: Type[BaseModel], error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     kind = error["type"]
-    value = data
+    value: Any = data
     for part in error["loc"]:
         value = value.get(part) if isinstance(value, Mapping) else None
     if kind == "extra_forbidden":
@@ -139,7 +133,7 @@ def _message(model: Type[BaseModel], error: Mapping[str, Any], data: Mapping[str
     if kind == "literal_error":
         return f"{value!r} is not allowed; allowed: {error['ctx']['expected']}"
     message = str(error["msg"])
-    return message[len("Value error, "):] if message.startswith("Value error, ") else message
+    return message[len("Value error, ") :] if message.startswith("Value error, ") else message
 
 
 def _read_yaml(path: str) -> Dict[str, Any]:

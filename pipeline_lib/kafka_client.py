@@ -19,6 +19,7 @@ from kafka.errors import KafkaError, SaslAuthenticationFailedError, TopicAlready
 from pydantic import Field, field_validator, model_validator
 
 from pipeline_lib.config import Settings
+from pipeline_lib.errors import ConfigError, PipelineError
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -89,14 +90,21 @@ class KafkaSettings(Settings):
     def _consistent(self) -> "KafkaSettings":
         if self.security_protocol.startswith("SASL_"):
             if self.sasl_mechanism is None:
-                raise _field_error("sasl_mechanism", f"is required with {self.security_protocol}; allowed: {', '.join(SASL_MECHANISMS)}")
+                raise _field_error(
+                    "sasl_mechanism",
+                    f"is required with {self.security_protocol}; allowed: {', '.join(SASL_MECHANISMS)}",
+                )
             for name in ("sasl_username", "sasl_password"):
                 if not getattr(self, name):
                     raise _field_error(name, f"is required with {self.security_protocol}")
         elif self.sasl_mechanism is not None:
-            raise _field_error("sasl_mechanism", f"needs security_protocol SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}")
+            raise _field_error(
+                "sasl_mechanism", f"needs security_protocol SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}"
+            )
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
-            raise _field_error("ssl_keyfile", "ssl_certfile and ssl_keyfile go together (a client certificate and its key)")
+            raise _field_error(
+                "ssl_keyfile", "ssl_certfile and ssl_keyfile go together (a client certificate and its key)"
+            )
         return self
 
     @property
@@ -105,7 +113,10 @@ class KafkaSettings(Settings):
 
     def client_options(self) -> Dict[str, Any]:
         """Keyword arguments for kafka-python's producer, consumer and admin clients."""
-        options: Dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
+        options: Dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
         if self.sasl_mechanism:
             options.update(
                 sasl_mechanism=self.sasl_mechanism,
@@ -126,7 +137,7 @@ def _field_error(name: str, message: str) -> ValueError:
     return ValueError(f"{name}: {message}")
 
 
-class KafkaUnavailableError(RuntimeError):
+class KafkaUnavailableError(PipelineError):
     """The broker could not be reached, or refused the credentials, within the time allowed."""
 
 
@@ -147,7 +158,7 @@ def describe(error: BaseException) -> str:
     """
     name = type(error).__name__
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    text = text[len(name) + 2:] if text.startswith(f"{name}: ") else text
+    text = text[len(name) + 2 :] if text.startswith(f"{name}: ") else text
     return f"{name}: {text}" if text else name
 
 
@@ -172,15 +183,21 @@ def connection_error(
     if kafka.sasl_mechanism:
         # A broker may close the connection on a refused login before its reason arrives.
         login = f"; if it is up, it refused the login of user {kafka.sasl_username!r} ({kafka.sasl_mechanism})"
-    return KafkaUnavailableError(f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}{login}")
+    return KafkaUnavailableError(
+        f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}{login}"
+    )
 
 
 # OpenSSL's words for a broker certificate this client does not trust, and for the alerts a
 # broker sends when it does not accept this client's certificate (or wanted one and got none).
 _SERVER_NOT_TRUSTED = ("CERTIFICATE_VERIFY_FAILED",)
 _CLIENT_REFUSED = (
-    "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN", "ALERT_UNKNOWN_CA",
-    "ALERT_CERTIFICATE_REQUIRED", "ALERT_HANDSHAKE_FAILURE", "ALERT_ACCESS_DENIED",
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_UNKNOWN_CA",
+    "ALERT_CERTIFICATE_REQUIRED",
+    "ALERT_HANDSHAKE_FAILURE",
+    "ALERT_ACCESS_DENIED",
 )
 _SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\] ([^(\n]*)")
 
@@ -198,12 +215,18 @@ class TlsFailure:
 
     def sentence(self, kafka: KafkaSettings) -> str:
         if self.server_not_trusted:
-            trust = f"the CA in ssl_cafile {kafka.ssl_cafile}" if kafka.ssl_cafile else "the system's CAs (no ssl_cafile)"
+            trust = (
+                f"the CA in ssl_cafile {kafka.ssl_cafile}" if kafka.ssl_cafile else "the system's CAs (no ssl_cafile)"
+            )
             return (
                 f"the TLS certificate of Kafka at {kafka.bootstrap_servers} is not trusted: it is not signed by "
                 f"{trust}, or does not name that host ({self.text})"
             )
-        given = f"ssl_certfile {kafka.ssl_certfile}" if kafka.ssl_certfile else "none given: set ssl_certfile and ssl_keyfile"
+        given = (
+            f"ssl_certfile {kafka.ssl_certfile}"
+            if kafka.ssl_certfile
+            else "none given: set ssl_certfile and ssl_keyfile"
+        )
         return f"Kafka at {kafka.bootstrap_servers} refused the TLS client certificate ({given}): {self.text}"
 
 
@@ -287,13 +310,76 @@ def topic_exists(kafka: KafkaSettings, timeout: float) -> bool:
         return kafka.topic in admin.list_topics()
 
 
-def ensure_topic(kafka: KafkaSettings, partitions: int, timeout: float) -> bool:
-    """Create ``kafka.topic`` with ``partitions`` if missing; True when this call created it."""
+def ensure_topic(
+    kafka: KafkaSettings, partitions: int, timeout: float, replication_factor: Optional[int] = None
+) -> int:
+    """Create ``kafka.topic`` with ``partitions`` if missing: its replication factor when this
+    call created it (true), 0 when the topic was there (false).
+
+    ``replication_factor`` None: 3 when the cluster has three brokers or more, else 1. A
+    factor above the cluster's brokers is a :class:`ConfigError` (``replication_factor``). The
+    brokers counted are those registered, fenced ones too: a cluster of three with one node
+    down still means three replicas, which the broker then refuses to place, rather than a
+    topic quietly left with one.
+    """
     try:
         with _admin(kafka, timeout) as admin:
+            brokers = len(admin.describe_cluster()["brokers"])
+            if replication_factor is not None and replication_factor > brokers:
+                raise ConfigError(
+                    "replication_factor",
+                    f"{replication_factor} is more than the {brokers} broker(s) of the cluster at "
+                    f"{kafka.bootstrap_servers}",
+                )
             if kafka.topic in admin.list_topics():
-                return False
-            admin.create_topics([NewTopic(kafka.topic, partitions, 1)], timeout_ms=int(timeout * 1000))
-            return True
+                return 0
+            replicas = replication_factor if replication_factor is not None else (3 if brokers >= 3 else 1)
+            admin.create_topics([NewTopic(kafka.topic, partitions, replicas)], timeout_ms=int(timeout * 1000))
+            return replicas
     except TopicAlreadyExistsError:
-        return False
+        return 0
+
+
+def jaas_quote(value: str) -> str:
+    """``value`` as a quoted JAAS option value, so no character can end or change the entry.
+
+    >>> print(jaas_quote('p"a\\\\ss;'))
+    "p\\"a\\\\ss;"
+    """
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def spark_options(kafka: KafkaSettings) -> Dict[str, str]:
+    """The connection settings as ``kafka.``-prefixed options of Spark's Kafka source and sink.
+
+    >>> spark_options(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
+    {'kafka.bootstrap.servers': '127.0.0.1:9092', 'kafka.security.protocol': 'PLAINTEXT'}
+    """
+    options = {
+        "kafka.bootstrap.servers": kafka.bootstrap_servers,
+        "kafka.security.protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism:
+        module = "plain.PlainLoginModule" if kafka.sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
+        options["kafka.sasl.mechanism"] = kafka.sasl_mechanism
+        options["kafka.sasl.jaas.config"] = (
+            f"org.apache.kafka.common.security.{module} required "
+            f"username={jaas_quote(kafka.sasl_username or '')} password={jaas_quote(kafka.sasl_password or '')};"
+        )
+    if kafka.uses_ssl and kafka.ssl_cafile:
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = kafka.ssl_cafile
+    if kafka.uses_ssl and kafka.ssl_certfile and kafka.ssl_keyfile:
+        # Inline PEM rather than file paths: executors on other hosts need no copy of the files.
+        options["kafka.ssl.keystore.type"] = "PEM"
+        options["kafka.ssl.keystore.certificate.chain"] = _read(kafka.ssl_certfile)
+        options["kafka.ssl.keystore.key"] = _read(kafka.ssl_keyfile)
+        if kafka.ssl_password:
+            options["kafka.ssl.key.password"] = kafka.ssl_password
+    return options
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as handle:
+        return handle.read()

@@ -15,6 +15,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from pydantic import NonNegativeInt, PositiveFloat, conint, field_validator, model_validator
 
 from pipeline_lib.config import Settings, parse, read_layers
+from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import (
     KAFKA_ENVIRONMENT,
     KafkaSettings,
@@ -23,7 +24,6 @@ from pipeline_lib.kafka_client import (
     describe,
     ensure_topic,
 )
-
 
 # A transaction must end within the broker's transaction.max.timeout.ms (15 minutes by default).
 MAX_TRANSACTION_MS = 900_000
@@ -41,6 +41,8 @@ class ProducerConfig(Settings):
     seed: Optional[int] = None
     start_id: Optional[NonNegativeInt] = None  # None: one past the highest id on the topic
     partitions: conint(ge=1, le=10000) = 1  # type: ignore[valid-type]
+    # If the topic is created; None: 3 on a cluster of three brokers or more, else 1.
+    replication_factor: Optional[conint(ge=1, le=32767)] = None  # type: ignore[valid-type]
     timeout: PositiveFloat = 30.0  # seconds to reach the broker and to have every record acknowledged
     # A run (a Kestra execution): its records are one Kafka transaction, their values seeded by
     # the run id and their timestamps counted from run_start, so a retry sends the same records.
@@ -79,7 +81,7 @@ def load_producer_config(
     return parse(ProducerConfig, read_layers(path, overrides, environ, KAFKA_ENVIRONMENT))
 
 
-class ProduceError(RuntimeError):
+class ProduceError(PipelineError):
     """Records could not all be sent; ``acknowledged`` of ``requested`` were."""
 
     def __init__(self, message: str, acknowledged: int = 0, requested: int = 0):
@@ -149,10 +151,16 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
     kafka = config.kafka
     transactional = config.run_id is not None
     try:
-        created = ensure_topic(kafka, config.partitions, config.timeout)
+        created = ensure_topic(kafka, config.partitions, config.timeout, config.replication_factor)
+        if created:
+            plural = "" if config.partitions == 1 else "s"
+            emit(f"created topic {kafka.topic}: {config.partitions} partition{plural}, replication factor {created}")
         extra: Dict[str, object] = {}
-        if transactional:
-            extra = dict(transactional_id=transactional_id(kafka.topic, config.run_id), transaction_timeout_ms=_transaction_ms(config))
+        if transactional and config.run_id:
+            extra = dict(
+                transactional_id=transactional_id(kafka.topic, config.run_id),
+                transaction_timeout_ms=_transaction_ms(config),
+            )
         producer = KafkaProducer(
             acks="all",
             enable_idempotence=True,
@@ -170,6 +178,10 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             **extra,
             **kafka.client_options(),
         )
+    except ConfigError as error:
+        # Only the cluster can tell a factor is too large, so this comes after the flags were
+        # parsed; the message still names the flag, as a bad flag's does.
+        raise ProduceError(f"--replication-factor: {str(error).partition(': ')[2]}", 0, config.count) from None
     except KafkaUnavailableError as error:
         raise ProduceError(str(error), 0, config.count) from None
     except KafkaError as error:
@@ -237,7 +249,9 @@ def _transaction_ms(config: ProducerConfig) -> int:
     return min(MAX_TRANSACTION_MS, max(60_000, int((expected + 2 * config.timeout) * 1000)))
 
 
-def _send_transaction(config: ProducerConfig, producer: KafkaProducer, start_id: int, emit: Callable[[str], None]) -> int:
+def _send_transaction(
+    config: ProducerConfig, producer: KafkaProducer, start_id: int, emit: Callable[[str], None]
+) -> int:
     """The run's records as one transaction: all committed, or none."""
     kafka = config.kafka
     run_header = [(RUN_HEADER, str(config.run_id).encode("utf-8"))]
@@ -246,12 +260,16 @@ def _send_transaction(config: ProducerConfig, producer: KafkaProducer, start_id:
     futures: List = []
     try:
         producer.begin_transaction()
-        for record in run_records(config.count, start_id, str(config.run_id), config.seed, config.run_start, config.rate):
+        for record in run_records(
+            config.count, start_id, str(config.run_id), config.seed, config.run_start, config.rate
+        ):
             if interval:
                 next_send += interval
                 time.sleep(max(0.0, next_send - time.monotonic()))
             futures.append(
-                producer.send(kafka.topic, key=str(record["id"]).encode("utf-8"), value=encode(record), headers=run_header)
+                producer.send(
+                    kafka.topic, key=str(record["id"]).encode("utf-8"), value=encode(record), headers=run_header
+                )
             )
         producer.flush(timeout=config.timeout)
         if any(not future.succeeded() for future in futures):
@@ -298,7 +316,7 @@ def _scan_tail(kafka: KafkaSettings, timeout: float, tail: int = 100, run_id: Op
         highest, of_run = 0, 0
         deadline = time.monotonic() + timeout
         while remaining and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=200).items():
+            for records in consumer.poll(timeout_ms=200).values():
                 highest = max([highest, *(_record_id(record.value) for record in records)])
                 if marker is not None:
                     of_run += sum(1 for record in records if (RUN_HEADER, marker) in (record.headers or []))

@@ -7,13 +7,16 @@ time a name is missing or the names are listed. No pyspark here: the producer im
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import entry_points
 from typing import Callable, Dict, Generic, Tuple, TypeVar
+
+from pipeline_lib.errors import PipelineError
 
 T = TypeVar("T")
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(PipelineError, ValueError):
     """A name that a registry does not know; the message lists the names it does know."""
 
 
@@ -62,3 +65,30 @@ class Registry(Generic[T]):
 
 def _origin(factory: object) -> Tuple[str, str]:
     return (getattr(factory, "__module__", ""), getattr(factory, "__qualname__", repr(factory)))
+
+
+def check_overrides(cls: type, base: type) -> None:
+    """Refuse a subclass of ``base`` whose override of one of ``base``'s methods takes other
+    parameters: a drifted signature fails where the class is defined, not in a user's stream.
+
+    >>> class Base:
+    ...     def write(self, rows, batch_id): ...
+    >>> class Drifted(Base):
+    ...     def write(self, batch_id): ...
+    >>> check_overrides(Drifted, Base)
+    Traceback (most recent call last):
+    ...
+    TypeError: Drifted.write(self, batch_id) does not match Base.write(self, rows, batch_id)
+    """
+    for name, expected in vars(base).items():
+        if name.startswith("_") or not inspect.isfunction(expected):
+            continue
+        actual = inspect.getattr_static(cls, name)
+        if not inspect.isfunction(actual) or actual is expected:
+            continue
+        wanted = [parameter.name for parameter in inspect.signature(expected).parameters.values()]
+        given = [parameter.name for parameter in inspect.signature(actual).parameters.values()]
+        if given != wanted:
+            raise TypeError(
+                f"{cls.__name__}.{name}({', '.join(given)}) does not match {base.__name__}.{name}({', '.join(wanted)})"
+            )

@@ -62,5 +62,6 @@ def stop_on_signals(spark: SparkSession, request: StopRequest) -> None:
         ensure_callback_server_started(gateway)
         relay = _JvmSignalRelay(request)
         jvm = spark.sparkContext._jvm
+        assert jvm is not None, "a started SparkContext"
         for name in EXIT_CODES:
             jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), relay)

@@ -19,7 +19,7 @@ import inspect
 import logging
 from contextlib import contextmanager
 from functools import reduce
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -27,9 +27,9 @@ from pyspark.sql.types import StructType
 
 from pipeline_lib.registry import Registry, UnknownNameError
 from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS
+from pipeline_lib.steps import Step, Transform, as_step
 
-Transform = Callable[[DataFrame], DataFrame]
-TransformFactory = Callable[..., Transform]
+TransformFactory = Callable[..., Union[Transform, Step]]
 
 ERROR_COLUMN = "_error"
 PAYLOAD_COLUMN = "_payload"
@@ -66,8 +66,8 @@ def known_transforms() -> Tuple[str, ...]:
     return TRANSFORMS.names()
 
 
-def get_transform(name: str, /, **options: object) -> Transform:
-    """Build the registered transform ``name`` with ``options``.
+def get_transform(name: str, /, **options: object) -> Step:
+    """Build the registered transform ``name`` with ``options``, as a :class:`Step`.
 
     >>> df.transform(get_transform("add_processed_value", factor=3))  # doctest: +SKIP
 
@@ -76,7 +76,7 @@ def get_transform(name: str, /, **options: object) -> Transform:
     try:
         factory = TRANSFORMS.get(name)
     except UnknownNameError as error:
-        raise UnknownTransformError(str(error)) from None
+        raise UnknownTransformError(str(error)) from error
     accepted = inspect.signature(factory).parameters
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -84,18 +84,17 @@ def get_transform(name: str, /, **options: object) -> Transform:
             f"transform {name!r} has no option {', '.join(map(repr, unknown))}; "
             f"its options: {', '.join(accepted) or 'none'}"
         )
-    return factory(**options)
+    return as_step(factory(**options), name, options)
 
 
-def keeps_rows(transform: Transform) -> Transform:
-    """Mark ``transform`` as one that neither adds nor drops rows (it adds or changes columns),
+def keeps_rows(transform: Transform) -> Step:
+    """``transform`` as a step that neither adds nor drops rows (it adds or changes columns),
     which lets a pipeline count its output without counting again.
 
     >>> keeps_rows(lambda df: df.withColumn("one", F.lit(1))).keeps_rows
     True
     """
-    transform.keeps_rows = True  # type: ignore[attr-defined]
-    return transform
+    return Step(transform, keeps_rows=True)
 
 
 def _first_match(cases: Iterable[Tuple[Column, str]]) -> Column:
@@ -131,7 +130,9 @@ def _rejection_cases(
     ]
     for name in required:
         cases.append((~F.array_contains(keys, name), f"missing required field '{name}'"))
-        cases.append((parsed[name].isNull() & F.get_json_object(text, _json_path(name)).isNull(), f"field '{name}' is null"))
+        cases.append(
+            (parsed[name].isNull() & F.get_json_object(text, _json_path(name)).isNull(), f"field '{name}' is null")
+        )
     for field in schema.fields:
         cases.append(
             (
@@ -208,7 +209,10 @@ def parse_json(
             lambda a, b: a | b,
             [raw.isNull(), too_large, ~valid_utf8] + [parsed[name].isNull() for name in schema.fieldNames()],
         )
-        reason = F.when(suspect & (F.col("_barrier") >= 0), _first_match(_rejection_cases(raw, text, parsed, schema, required, too_large, max_bytes)))
+        reason = F.when(
+            suspect & (F.col("_barrier") >= 0),
+            _first_match(_rejection_cases(raw, text, parsed, schema, required, too_large, max_bytes)),
+        )
         return staged.select(
             *[parsed[name].alias(name) for name in schema.fieldNames()],
             *others,
@@ -270,9 +274,7 @@ def split_valid(parsed: DataFrame, schema: StructType = RECORD_SCHEMA) -> Tuple[
 
 
 @register_transform("add_processed_value")
-def add_processed_value(
-    factor: Union[int, float] = 2, source: str = "value", target: str = "processed_value"
-) -> Transform:
+def add_processed_value(factor: Union[int, float] = 2, source: str = "value", target: str = "processed_value") -> Step:
     """Add ``target = source * factor``.
 
     The source is widened to long (or double for a fractional factor) first: Spark 4 runs in
@@ -293,7 +295,7 @@ def add_processed_value(
     def transform(df: DataFrame) -> DataFrame:
         return df.withColumn(target, F.col(source).cast(widened) * F.lit(factor))
 
-    return keeps_rows(transform)
+    return Step(transform, keeps_rows=True)
 
 
 # timestamp_seconds overflows (an ANSI error that would stop the query) far past year 9999.
@@ -301,7 +303,7 @@ _MAX_EPOCH_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 @register_transform("with_event_time")
-def with_event_time(source: str = "timestamp", target: str = "event_time") -> Transform:
+def with_event_time(source: str = "timestamp", target: str = "event_time") -> Step:
     """Add ``target`` as a Spark timestamp from the epoch seconds in ``source``.
 
     Use it to window and watermark by event time. Seconds outside years 0001..9999 give null.
@@ -320,11 +322,11 @@ def with_event_time(source: str = "timestamp", target: str = "event_time") -> Tr
         in_range = F.abs(seconds) <= F.lit(_MAX_EPOCH_SECONDS)
         return df.withColumn(target, F.when(in_range, F.timestamp_seconds(seconds)))
 
-    return keeps_rows(transform)
+    return Step(transform, keeps_rows=True)
 
 
 @register_transform("select_columns")
-def select_columns(columns: Sequence[str] = PROCESSED_COLUMNS) -> Transform:
+def select_columns(columns: Sequence[str] = PROCESSED_COLUMNS) -> Step:
     """Keep ``columns``, in that order.
 
     >>> df.transform(select_columns(["id", "processed_value"])).columns  # doctest: +SKIP
@@ -338,47 +340,7 @@ def select_columns(columns: Sequence[str] = PROCESSED_COLUMNS) -> Transform:
         # Rows rejected by an earlier step keep their marks, so they still reach the quarantine.
         return df.select(*columns, *[name for name in MARKER_COLUMNS if name in df.columns and name not in columns])
 
-    return keeps_rows(transform)
-
-
-def streaming_stateful(transform: Transform) -> Transform:
-    """Mark ``transform`` as one that keeps state across micro-batches (an aggregation by
-    event-time window with a watermark). A pipeline applies such a transform to the stream itself,
-    never to one micro-batch at a time.
-
-    >>> streaming_stateful(lambda df: df).streaming_stateful
-    True
-    """
-    transform.streaming_stateful = True  # type: ignore[attr-defined]
-    return transform
-
-
-def checked_on_schema(transform: Transform) -> Transform:
-    """Mark ``transform`` as one whose options only Spark can check (SQL text, column names):
-    a pipeline applies it to the schema of its rows when it loads its configuration, so that a
-    bad option stops the job before any query starts.
-
-    >>> checked_on_schema(lambda df: df).checked_on_schema
-    True
-    """
-    transform.checked_on_schema = True  # type: ignore[attr-defined]
-    return transform
-
-
-Metrics = Callable[[DataFrame], Dict[str, Column]]
-
-
-def with_metrics(transform: Transform, metrics: Metrics) -> Transform:
-    """Attach ``metrics`` to ``transform``: given the transform's input, aggregate columns by
-    label. A pipeline observes them on the rows going into the transform, reports them for each
-    micro-batch and adds them up over the run.
-
-    >>> counted = with_metrics(lambda df: df, lambda df: {"rows": F.count(F.lit(1))})
-    >>> sorted(counted.metrics(spark.range(3)))
-    ['rows']
-    """
-    transform.metrics = metrics  # type: ignore[attr-defined]
-    return transform
+    return Step(transform, keeps_rows=True)
 
 
 ON_VIOLATION = ("warn", "drop", "quarantine", "fail")
@@ -398,7 +360,7 @@ def _quiet_spark_errors() -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, disabled in zip(loggers, before):
+        for logger, disabled in zip(loggers, before, strict=True):
             logger.disabled = disabled
 
 
@@ -407,7 +369,7 @@ def _first_line(error: BaseException) -> str:
 
 
 @register_transform("expect")
-def expect(name: str, condition: str, on_violation: str = "warn", schema: StructType = RECORD_SCHEMA) -> Transform:
+def expect(name: str, condition: str, on_violation: str = "warn", schema: StructType = RECORD_SCHEMA) -> Step:
     """Check every row against ``condition``, a Spark SQL expression; a row violates it unless
     the condition is true (null violates too). Rows that an earlier step rejected are not checked.
 
@@ -444,14 +406,22 @@ def expect(name: str, condition: str, on_violation: str = "warn", schema: Struct
             with _quiet_spark_errors():
                 result_type = df.select(F.expr(condition)).schema.fields[0].dataType
         except Exception as error:  # noqa: BLE001 (Spark's parse and analysis errors alike)
-            raise ValueError(f"expectation {name!r}: condition {condition!r} is not valid: {_first_line(error)}") from None
+            raise ValueError(
+                f"expectation {name!r}: condition {condition!r} is not valid: {_first_line(error)}"
+            ) from error
         if result_type.simpleString() != "boolean":
-            raise ValueError(f"expectation {name!r}: condition {condition!r} gives {result_type.simpleString()}, not true/false")
+            raise ValueError(
+                f"expectation {name!r}: condition {condition!r} gives {result_type.simpleString()}, not true/false"
+            )
         broken = ~F.coalesce(F.expr(condition), F.lit(False))
         return broken & F.col(ERROR_COLUMN).isNull() if ERROR_COLUMN in df.columns else broken
 
     def failure(df: DataFrame) -> Column:
-        located = [F.concat(F.lit(f"{column} "), F.col(column).cast("string")) for column in LOCATION_COLUMNS if column in df.columns]
+        located = [
+            F.concat(F.lit(f"{column} "), F.col(column).cast("string"))
+            for column in LOCATION_COLUMNS
+            if column in df.columns
+        ]
         where = F.concat_ws(", ", *located) if located else F.concat(F.lit("row "), F.to_json(F.struct(*df.columns)))
         return F.concat(F.lit(f"{reason} at "), where, F.lit(f": {condition}"))
 
@@ -464,8 +434,7 @@ def expect(name: str, condition: str, on_violation: str = "warn", schema: Struct
         if on_violation == "fail":
             return df.where(F.when(broken, F.raise_error(failure(df))).isNull())
         earlier = {
-            column: F.col(column) if column in df.columns else F.lit(None).cast("string")
-            for column in MARKER_COLUMNS
+            column: F.col(column) if column in df.columns else F.lit(None).cast("string") for column in MARKER_COLUMNS
         }
         record = F.to_json(F.struct(*[column for column in schema.fieldNames() if column in df.columns]))
         return df.withColumns(
@@ -476,23 +445,29 @@ def expect(name: str, condition: str, on_violation: str = "warn", schema: Struct
             }
         )
 
-    transform = checked_on_schema(keeps_rows(transform) if on_violation in ("warn", "fail") else transform)
-    if on_violation == "fail":
-        return transform
-    return with_metrics(transform, lambda df: {f"expectation '{name}' ({on_violation}) violations": F.count_if(violated(df))})
+    label = f"expectation '{name}' ({on_violation}) violations"
+    return Step(
+        transform,
+        keeps_rows=on_violation in ("warn", "fail"),
+        checked_on_schema=True,
+        # A failing expectation stops the query at its first violation: there is nothing to count.
+        metrics=None if on_violation == "fail" else lambda df: {label: F.count_if(violated(df))},
+    )
 
 
 @register_transform("window_stats")
 def window_stats(
     window: str = "10 seconds", watermark: str = "30 seconds", time_column: str = "event_time", value: str = "value"
-) -> Transform:
+) -> Step:
     """Count, average and maximum of ``value`` per tumbling ``window`` of event time, accepting
     rows up to ``watermark`` behind the latest event time seen. On a stream it keeps state across
     micro-batches and, in append mode, emits a window once, when the watermark passes its end;
     rows older than the watermark are left out. Rows without an event time are left out too.
     Follow :func:`with_event_time`.
 
-    >>> df = spark.createDataFrame([(1715181601.0, 10), (1715181605.5, 30), (1715181612.0, 7)], "timestamp double, value int")
+    >>> df = spark.createDataFrame(
+    ...     [(1715181601.0, 10), (1715181605.5, 30), (1715181612.0, 7)], "timestamp double, value int"
+    ... )
     >>> df.transform(with_event_time()).transform(window_stats()).orderBy("window_start").show()
     +-------------------+-------------------+-----+---------+---------+
     |       window_start|         window_end|count|avg_value|max_value|
@@ -517,4 +492,4 @@ def window_stats(
             )
         )
 
-    return streaming_stateful(transform)
+    return Step(transform, stateful=True)

@@ -1,25 +1,18 @@
-"""Sinks by format name: ``csv``, ``json``, ``parquet``, ``console``, ``kafka``, ``memory``, and those
-of plugins."""
+"""Sinks by format name: ``csv``, ``json``, ``parquet``, ``console``, ``kafka``, ``memory``, and
+those of plugins."""
 
 from pipeline_lib.sinks import console, csv, json, kafka, memory, parquet  # noqa: F401  (each registers itself)
-from pipeline_lib.sinks.base import (
-    SINKS,
-    CheckpointMismatchError,
-    Sink,
-    SinkOptions,
-    build_sink,
-    claim_checkpoint,
-    register_sink,
-    spark_trigger,
-)
+from pipeline_lib.sinks.base import SINKS, Sink, SinkOptions, build_sink, register_sink
+from pipeline_lib.sinks.ledger import BatchLedger, FolderLedger, MemoryLedger, ledger_for
 
 __all__ = [
     "SINKS",
-    "CheckpointMismatchError",
+    "BatchLedger",
+    "FolderLedger",
+    "MemoryLedger",
     "Sink",
     "SinkOptions",
     "build_sink",
-    "claim_checkpoint",
+    "ledger_for",
     "register_sink",
-    "spark_trigger",
 ]

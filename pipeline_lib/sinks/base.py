@@ -1,10 +1,12 @@
-"""What every sink is: its options, the folder it owns, and an idempotent write of one batch.
+"""What every sink is: its options, and the write of one micro-batch.
 
-The pipeline runs one streaming query and hands each micro-batch to every sink with its batch
-id. A batch that Spark replays after a crash arrives with the same id and the same rows, so a
-sink that remembers which batches it wrote (:meth:`Sink.written`) skips them, and one that was
-cut short replaces what it had begun. Sinks know nothing of transforms. Each sink is one class
-in one module, registered by format name::
+The runner hands each micro-batch to each sink with its batch id: :meth:`Sink.write` sends the
+rows or stages them where no reader sees them, then :meth:`Sink.commit` makes the batch visible.
+Which batches a sink has written is kept by the runner in the sink's ledger
+(``pipeline_lib.sinks.ledger``), not by the sink: a batch Spark replays after a crash arrives
+with the same id and rows, and is skipped when the ledger has it, or written again, in which
+case the sink replaces whatever the interrupted attempt left. Sinks know nothing of transforms.
+Each sink is one class in one module, registered by format name::
 
     @register_sink("csv")
     class CsvSink(FileSink): ...
@@ -14,23 +16,21 @@ Another package adds its own through the entry-point group ``pipeline_lib.sinks`
 
 from __future__ import annotations
 
-import json
-import os
-import re
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Mapping, Optional, Tuple, Type
 
 from pydantic import field_validator
-from pyspark.sql import DataFrame, Observation, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 
-from pipeline_lib.config import ConfigError, Settings, parse
+from pipeline_lib.config import Settings, parse
+from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import KafkaSettings
-from pipeline_lib.registry import Registry, UnknownNameError
+from pipeline_lib.registry import Registry, UnknownNameError, check_overrides
 
 SINKS: Registry[Type["Sink"]] = Registry("sink", "pipeline_lib.sinks")
 
 
-def register_sink(format_name: str):
+def register_sink(format_name: str) -> Callable[[Type["Sink"]], Type["Sink"]]:
     """Class decorator: register a :class:`Sink` subclass as ``format_name``."""
 
     def decorator(sink_class: Type["Sink"]) -> Type["Sink"]:
@@ -38,11 +38,6 @@ def register_sink(format_name: str):
         return SINKS.register(format_name)(sink_class)
 
     return decorator
-
-OWNER_FILE = "pipeline-owner.json"
-
-# Called after a write, it says how many rows went through (from Spark's observed metrics).
-RowCount = Callable[[], int]
 
 
 class SinkOptions(Settings):
@@ -54,19 +49,37 @@ class SinkOptions(Settings):
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
-class Sink:
-    """A sink of micro-batches. Subclasses set ``Options`` and implement :meth:`write`."""
+class Sink(ABC):
+    """A sink of micro-batches: implement :meth:`write`; override :meth:`commit` when a batch
+    becomes visible in a step of its own, ``location`` when the sink owns a folder.
+
+    An override whose parameters differ from the base's is refused when the class is defined.
+    """
 
     Options: ClassVar[Type[SinkOptions]] = SinkOptions
     format: ClassVar[str] = ""  # the registered name, set by register_sink
-    # True when the sink's write reports Spark's observed metrics (a plain DataFrameWriter to
-    # files does): rows can then be counted on their way through the write, at no extra pass.
-    # Other write paths (Spark's Kafka writer, for one) never report them.
+    # True when the write goes through a DataFrameWriter that reports Spark's observed metrics
+    # (a file format does): the runner then counts rows on their way through the write, at no
+    # extra pass. Other write paths (Spark's Kafka writer, a collect) never report them.
     observes_writes: ClassVar[bool] = False
+    # True for a sink built with the pipeline's Kafka settings as a second argument.
+    uses_kafka: ClassVar[bool] = False
 
-    def __init__(self, options: SinkOptions, kafka: KafkaSettings):
+    def __init__(self, options: SinkOptions):
         self.options = options
-        self.kafka = kafka
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_overrides(cls, Sink)
+
+    @abstractmethod
+    def write(self, rows: DataFrame, batch_id: int) -> None:
+        """Send or stage the rows of batch ``batch_id``. Called again with the same id and
+        rows after a crash: replace what an earlier attempt left."""
+
+    def commit(self, spark: SparkSession, batch_id: int, row_count: int) -> None:
+        """Make batch ``batch_id`` visible to readers; ``row_count`` rows were written (0: the
+        batch had none for this sink, and :meth:`write` was not called)."""
 
     @property
     def location(self) -> Optional[str]:
@@ -76,54 +89,25 @@ class Sink:
     def describe(self) -> str:
         return self.format if self.location is None else f"{self.format} to {self.location}"
 
-    def has_history(self) -> bool:
-        """Whether the sink's folder holds batches written by some checkpoint."""
-        return False
-
-    def written(self, spark: SparkSession, batch_id: int) -> bool:
-        """Whether batch ``batch_id`` is already written in full (False: write it)."""
-        return False
-
-    def write_batch(self, df: DataFrame, batch_id: int, rows: Optional[RowCount] = None) -> int:
-        """Write micro-batch ``batch_id`` and return how many rows it held; a batch without
-        rows is still marked as done. ``rows``, when the caller counts the rows on their way
-        through the write (as the pipeline does), saves the sink a count of its own."""
-        if self.options.columns:
-            missing = [name for name in self.options.columns if name not in df.columns]
-            if missing:
-                raise ValueError(f"columns {missing} are not in the rows to write; they have {df.columns}")
-            df = df.select(*self.options.columns)
-        if rows is None and self.observes_writes:
-            counted = Observation(f"{self.format}-rows-{batch_id}")
-            df = df.observe(counted, F.count(F.lit(1)).alias("rows"))
-            rows = lambda: int(counted.get["rows"])  # noqa: E731
-        elif rows is None:
-            count = df.count()
-            rows = lambda: count  # noqa: E731
-        return self.write(df, batch_id, rows)
-
-    def write(self, df: DataFrame, batch_id: int, rows: RowCount) -> int:
-        """Write ``df``; ``rows()``, called once the rows went through, says how many."""
-        raise NotImplementedError
-
-    def skip_batch(self, spark: SparkSession, batch_id: int) -> None:
-        """Record batch ``batch_id`` as written with no rows, without running a Spark job."""
-
     def read(self, spark: SparkSession) -> DataFrame:
         """What the sink holds, as a batch DataFrame (for ``--show`` and notebooks)."""
-        raise NotImplementedError(f"the {self.format} sink cannot be read back")
+        raise PipelineError(f"the {self.format} sink cannot be read back")
 
 
 def build_sink(
-    section: Mapping[str, Any], kafka: KafkaSettings, prefix: str, defaults: Optional[Mapping[str, Any]] = None
+    section: Mapping[str, Any],
+    prefix: str,
+    defaults: Optional[Mapping[str, Any]] = None,
+    kafka: Optional[KafkaSettings] = None,
 ) -> Sink:
     """The sink that a config section (``{"format": "csv", "path": "out"}``) describes. Of
     ``defaults``, the format applies when the section names none, and each other setting when
-    the sink has such an option and the section does not set it.
+    the sink has such an option and the section does not set it. Only a sink that ``uses_kafka``
+    is given ``kafka``.
 
-    >>> build_sink({"format": "csv", "path": "out"}, KafkaSettings(), "output").describe()
+    >>> build_sink({"format": "csv", "path": "out"}, "output").describe()
     'csv to out'
-    >>> build_sink({"format": "memory", "name": "rows"}, KafkaSettings(), "output", {"format": "csv", "path": "output"}).describe()
+    >>> build_sink({"format": "memory", "name": "rows"}, "output", {"format": "csv", "path": "output"}).describe()
     'memory table rows'
     """
     defaults = dict(defaults or {})
@@ -132,78 +116,9 @@ def build_sink(
     try:
         sink_class = SINKS.get(str(format_name))
     except UnknownNameError as error:
-        raise ConfigError(f"{prefix}.format", str(error)) from None
+        raise ConfigError(f"{prefix}.format", str(error)) from error
     known = {key: value for key, value in defaults.items() if key in sink_class.Options.model_fields}
-    return sink_class(parse(sink_class.Options, {**known, **options}, prefix), kafka)
-
-
-_TRIGGER = re.compile(r"^(available-now|once|processing-time=(\d+(?:\.\d+)?)\s*(ms|s|m|h))$")
-_DURATION_WORDS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours"}
-TRIGGER_HELP = "allowed: available-now, once, processing-time=<number><ms|s|m|h>"
-
-
-def spark_trigger(trigger: str) -> Dict[str, Any]:
-    """Keyword arguments for ``DataStreamWriter.trigger`` from a trigger string.
-
-    >>> spark_trigger("processing-time=5s")
-    {'processingTime': '5 seconds'}
-    """
-    match = _TRIGGER.match(trigger)
-    if match is None:
-        raise ConfigError("trigger", f"unknown trigger {trigger!r}; {TRIGGER_HELP}")
-    if trigger == "available-now":
-        return {"availableNow": True}
-    if trigger == "once":
-        return {"once": True}
-    return {"processingTime": f"{match.group(2)} {_DURATION_WORDS[match.group(3)]}"}
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint and output folders that were not written together."""
-
-
-def claim_checkpoint(checkpoint: str, sinks: Mapping[str, Sink]) -> None:
-    """Bind ``checkpoint`` to the folders of ``sinks``, refusing a pair not written together.
-
-    The query trusts its checkpoint: with an output deleted it would go on from the
-    checkpoint's offsets and the old rows would be lost silently; with a new checkpoint on an
-    old output it would number batches from 0 again and skip those already marked. Both are
-    refused, as is a checkpoint recorded for other folders. Only local folders are inspected.
-    """
-    folders = {name: os.path.abspath(sink.location) for name, sink in sinks.items() if sink.location}
-    if any("://" in path for path in [checkpoint, *folders.values()]):
-        return
-    owner_path = os.path.join(checkpoint, OWNER_FILE)
-    # A batch: offsets log, each sink's files and mark, commit log. A crash can stop between
-    # any two; only a state that no crash leaves is refused.
-    planned = _has_entries(os.path.join(checkpoint, "offsets"))
-    committed = _has_entries(os.path.join(checkpoint, "commits"))
-    # A run that stopped before planning a batch (a missing topic, a mistyped folder) wrote
-    # nothing: its binding is replaced rather than held against the corrected run.
-    if planned and os.path.exists(owner_path):
-        with open(owner_path, encoding="utf-8") as handle:
-            owner = json.load(handle).get("sinks", {})
-        for name, folder in folders.items():
-            if owner.get(name, folder) != folder:
-                raise CheckpointMismatchError(
-                    f"checkpoint {checkpoint} belongs to the pipeline writing {name} to {owner[name]}, "
-                    f"not {folder}; use that folder or a new checkpoint"
-                )
-    for name, folder in folders.items():
-        if committed and not os.path.isdir(folder):
-            raise CheckpointMismatchError(
-                f"{name} folder {folder} is gone but checkpoint {checkpoint} has committed batches: "
-                "restore it, or start over with a new checkpoint and an empty folder"
-            )
-        if not planned and sinks[name].has_history():
-            raise CheckpointMismatchError(
-                f"{name} folder {folder} already holds written batches but checkpoint {checkpoint} is new: "
-                "give the checkpoint that wrote them, or a new folder"
-            )
-    os.makedirs(checkpoint, exist_ok=True)
-    with open(owner_path, "w", encoding="utf-8") as handle:
-        json.dump({"sinks": folders}, handle)
-
-
-def _has_entries(folder: str) -> bool:
-    return os.path.isdir(folder) and any(not name.startswith(".") for name in os.listdir(folder))
+    parsed = parse(sink_class.Options, {**known, **options}, prefix)
+    if sink_class.uses_kafka:
+        return sink_class(parsed, kafka or KafkaSettings())  # type: ignore[call-arg]
+    return sink_class(parsed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, FloatType
 
@@ -28,6 +28,7 @@ def plain_decimal(column: Column) -> Column:
     |          3.0E20|
     +----------------+
     """
+
     # Spark turns a double into a decimal through its shortest digits (Double.toString), so a
     # decimal holds exactly 1715181600.123; trailing zeros and a bare point are trimmed. Nine
     # decimals are cheaper to render and cover the usual case; the cast back tells when not.
@@ -45,19 +46,33 @@ def plain_decimal(column: Column) -> Column:
     )
 
 
+def with_plain_decimals(df: DataFrame) -> DataFrame:
+    """``df`` with every double or float column as :func:`plain_decimal` text, as the CSV holds
+    it (for the CSV itself, and for showing rows on a console).
+
+    >>> spark.createDataFrame([(1, 1715181600.123)], "id long, t double").transform(with_plain_decimals).show()
+    +---+--------------+
+    | id|             t|
+    +---+--------------+
+    |  1|1715181600.123|
+    +---+--------------+
+    """
+    return df.select(
+        *[
+            plain_decimal(F.col(field.name)).alias(field.name)
+            if isinstance(field.dataType, (DoubleType, FloatType))
+            else F.col(field.name)
+            for field in df.schema.fields
+        ]
+    )
+
+
 @register_sink("csv")
 class CsvSink(FileSink):
     writer_options = {"header": "true"}
 
     def prepare(self, df: DataFrame) -> DataFrame:
-        return df.select(
-            *[
-                plain_decimal(F.col(field.name)).alias(field.name)
-                if isinstance(field.dataType, (DoubleType, FloatType))
-                else F.col(field.name)
-                for field in df.schema.fields
-            ]
-        )
+        return df.transform(with_plain_decimals)
 
-    def read(self, spark):
+    def read(self, spark: SparkSession) -> DataFrame:
         return spark.read.options(header="true", inferSchema="true").csv(self.location)

@@ -2,20 +2,23 @@
 
 Each micro-batch is collected to the driver and kept with those before it, in this process
 only, and the view ``name`` is replaced by all of them: read it with ``spark.table(name)`` in
-the session that runs the query. A batch id is taken once, so a replayed batch is not added
-twice while the process lives; a new process starts empty (use a file sink to keep rows).
+the session that runs the query. Its ledger lives in the process too, so a replayed batch is
+not added twice while the process lives; a new process starts empty (use a file sink to keep
+rows).
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from typing import ClassVar, Dict, List, Set, Tuple
+from typing import ClassVar, Dict, List, Tuple
 
 from pydantic import field_validator
 from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql.types import StructType
 
-from pipeline_lib.sinks.base import RowCount, Sink, SinkOptions, register_sink
+from pipeline_lib.sinks.base import Sink, SinkOptions, register_sink
+from pipeline_lib.sinks.ledger import MemoryLedger
 
 
 class MemorySinkOptions(SinkOptions):
@@ -34,40 +37,38 @@ class MemorySink(Sink):
     Options = MemorySinkOptions
     options: MemorySinkOptions
 
-    # Per view name: the batch ids taken and the rows, shared by every sink of this process.
-    _tables: ClassVar[Dict[str, Tuple[Set[int], List[Row]]]] = {}
+    # Per view name: the rows committed so far, and the batches written but not yet committed.
+    _tables: ClassVar[Dict[str, List[Row]]] = {}
+    _staged: ClassVar[Dict[Tuple[str, int], Tuple[List[Row], StructType]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def describe(self) -> str:
         return f"memory table {self.options.name}"
 
-    def written(self, spark: SparkSession, batch_id: int) -> bool:
+    def write(self, rows: DataFrame, batch_id: int) -> None:
+        collected = rows.collect()
         with self._lock:
-            return batch_id in self._tables.get(self.options.name, (set(), []))[0]
+            self._staged[(self.options.name, batch_id)] = (collected, rows.schema)
 
-    def write(self, df: DataFrame, batch_id: int, rows: RowCount) -> int:
-        collected = df.collect()
+    def commit(self, spark: SparkSession, batch_id: int, row_count: int) -> None:
         with self._lock:
-            batches, kept = self._tables.setdefault(self.options.name, (set(), []))
-            if batch_id not in batches:
-                batches.add(batch_id)
-                kept.extend(collected)
+            staged = self._staged.pop((self.options.name, batch_id), None)
+            if staged is None:
+                return
+            kept = self._tables.setdefault(self.options.name, [])
+            kept.extend(staged[0])
             snapshot = list(kept)
         # The query hands each batch to a copy of the session, whose views the user never sees:
         # the view goes to the session the job or notebook built.
         session = SparkSession.builder.getOrCreate()
-        session.createDataFrame(snapshot, df.schema).createOrReplaceTempView(self.options.name)
-        return len(collected)
-
-    def skip_batch(self, batch_id: int) -> None:
-        with self._lock:
-            self._tables.setdefault(self.options.name, (set(), []))[0].add(batch_id)
+        session.createDataFrame(snapshot, staged[1]).createOrReplaceTempView(self.options.name)
 
     def read(self, spark: SparkSession) -> DataFrame:
         return spark.table(self.options.name)
 
     @classmethod
     def clear(cls, name: str) -> None:
-        """Forget the rows of view ``name`` (a test or notebook starting over)."""
+        """Forget the rows and batches of view ``name`` (a test or notebook starting over)."""
         with cls._lock:
             cls._tables.pop(name, None)
+        MemoryLedger.forget(f"memory table {name}")

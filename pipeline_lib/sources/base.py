@@ -12,30 +12,39 @@ Another package adds its own through the entry-point group ``pipeline_lib.source
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Type
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Mapping, Optional, Type
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline_lib.config import ConfigError, Settings, parse
+from pipeline_lib.config import Settings, parse
+from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import KafkaSettings
-from pipeline_lib.registry import Registry, UnknownNameError
+from pipeline_lib.registry import Registry, UnknownNameError, check_overrides
 
 SOURCES: Registry[Type["Source"]] = Registry("source", "pipeline_lib.sources")
 register_source = SOURCES.register
 
 
-class Source:
-    """A streaming source. Subclasses set ``Options`` (a :class:`Settings` model) and
-    implement :meth:`read_stream`; :meth:`read_batch` reads the same data once, for notebooks
-    and backfills."""
+class Source(ABC):
+    """A streaming source: implement :meth:`read_stream`; :meth:`read_batch` reads the same
+    data once, for notebooks and backfills; :meth:`check` fails fast before Spark starts.
+
+    An override whose parameters differ from the base's is refused when the class is defined.
+    """
 
     Options: ClassVar[Type[Settings]] = Settings
     # False for a source that never runs dry (synthetic data): it needs a processing-time trigger.
     finite: ClassVar[bool] = True
+    # True for a source built with the pipeline's Kafka settings as a second argument.
+    uses_kafka: ClassVar[bool] = False
 
-    def __init__(self, options: Settings, kafka: KafkaSettings):
+    def __init__(self, options: Settings):
         self.options = options
-        self.kafka = kafka
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_overrides(cls, Source)
 
     def describe(self) -> str:
         """A few words for the job's first line ("topic input-data")."""
@@ -44,18 +53,19 @@ class Source:
     def check(self) -> None:
         """Fail fast, before any query starts, on what the source can tell without Spark."""
 
+    @abstractmethod
     def read_stream(self, spark: SparkSession) -> DataFrame:
-        raise NotImplementedError
+        """The source as a streaming DataFrame."""
 
     def read_batch(self, spark: SparkSession) -> DataFrame:
-        raise NotImplementedError(f"the {type(self).__name__} has no batch reader")
+        raise PipelineError(f"the {type(self).__name__} has no batch reader")
 
 
-def build_source(section: Mapping[str, Any], kafka: KafkaSettings, prefix: str = "source") -> Source:
+def build_source(section: Mapping[str, Any], kafka: Optional[KafkaSettings] = None, prefix: str = "source") -> Source:
     """The source that a config section (``{"type": "kafka", ...}``) describes, its options
-    validated by the source's own model.
+    validated by the source's own model; only a source that ``uses_kafka`` is given ``kafka``.
 
-    >>> build_source({"type": "files", "path": "."}, KafkaSettings()).describe()
+    >>> build_source({"type": "files", "path": "."}).describe()
     'files in .'
     """
     options = dict(section)
@@ -63,5 +73,8 @@ def build_source(section: Mapping[str, Any], kafka: KafkaSettings, prefix: str =
     try:
         source_class = SOURCES.get(str(type_name))
     except UnknownNameError as error:
-        raise ConfigError(f"{prefix}.type", str(error)) from None
-    return source_class(parse(source_class.Options, options, prefix), kafka)
+        raise ConfigError(f"{prefix}.type", str(error)) from error
+    parsed = parse(source_class.Options, options, prefix)
+    if source_class.uses_kafka:
+        return source_class(parsed, kafka or KafkaSettings())  # type: ignore[call-arg]
+    return source_class(parsed)

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import os
 
-from pydantic import field_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline_lib.config import Settings
+from pipeline_lib.errors import ConfigError
 from pipeline_lib.sources.base import Source, register_source
 
 
 class FilesSourceOptions(Settings):
     path: str
-
-    @field_validator("path")
-    @classmethod
-    def _folder(cls, value: str) -> str:
-        if "://" not in value and not os.path.isdir(value):
-            raise ValueError(f"{value} is not a folder")
-        return value
 
 
 @register_source("files")
@@ -32,6 +25,11 @@ class FilesSource(Source):
 
     def describe(self) -> str:
         return f"files in {self.options.path}"
+
+    def check(self) -> None:
+        path = self.options.path
+        if "://" not in path and not os.path.isdir(path):
+            raise ConfigError("source.path", f"{path} is not a folder")
 
     def read_stream(self, spark: SparkSession) -> DataFrame:
         return self._lines(spark.readStream.text(self.options.path))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import PositiveFloat, PositiveInt, field_validator
 from pyspark.errors import AnalysisException
@@ -11,17 +11,18 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamReader
 
 from pipeline_lib.config import Settings
-from pipeline_lib.kafka_client import KafkaSettings, topic_exists
+from pipeline_lib.errors import PipelineError
+from pipeline_lib.kafka_client import KafkaSettings, spark_options, topic_exists
 from pipeline_lib.sources.base import Source, register_source
 
 LINEAGE_COLUMNS = ("topic", "partition", "offset", "kafka_timestamp")
 
 
-class TopicNotFoundError(RuntimeError):
+class TopicNotFoundError(PipelineError):
     """The Kafka topic to read does not exist."""
 
 
-class ConnectorMissingError(RuntimeError):
+class ConnectorMissingError(PipelineError):
     """Spark was started without the Kafka connector's jars."""
 
 
@@ -48,6 +49,11 @@ class KafkaSource(Source):
 
     Options = KafkaSourceOptions
     options: KafkaSourceOptions
+    uses_kafka = True
+
+    def __init__(self, options: KafkaSourceOptions, kafka: KafkaSettings):
+        super().__init__(options)
+        self.kafka = kafka
 
     def describe(self) -> str:
         return f"topic {self.kafka.topic}"
@@ -89,51 +95,6 @@ class KafkaSource(Source):
                 raise ConnectorMissingError(
                     "Spark has no Kafka connector: run `make jars` in the project, or set "
                     "PIPELINE_JARS to a folder of the connector's jars (spark-submit: --jars)"
-                ) from None
+                ) from error
             raise
         return raw.select("value", *LINEAGE_COLUMNS[:3], F.col("timestamp").alias("kafka_timestamp"))
-
-
-def jaas_quote(value: str) -> str:
-    """``value`` as a quoted JAAS option value, so no character can end or change the entry.
-
-    >>> print(jaas_quote('p"a\\\\ss;'))
-    "p\\"a\\\\ss;"
-    """
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
-
-
-def spark_options(kafka: KafkaSettings) -> Dict[str, str]:
-    """The connection settings as ``kafka.``-prefixed options of Spark's Kafka source and sink.
-
-    >>> spark_options(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
-    {'kafka.bootstrap.servers': '127.0.0.1:9092', 'kafka.security.protocol': 'PLAINTEXT'}
-    """
-    options = {
-        "kafka.bootstrap.servers": kafka.bootstrap_servers,
-        "kafka.security.protocol": kafka.security_protocol,
-    }
-    if kafka.sasl_mechanism:
-        module = "plain.PlainLoginModule" if kafka.sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
-        options["kafka.sasl.mechanism"] = kafka.sasl_mechanism
-        options["kafka.sasl.jaas.config"] = (
-            f"org.apache.kafka.common.security.{module} required "
-            f"username={jaas_quote(kafka.sasl_username or '')} password={jaas_quote(kafka.sasl_password or '')};"
-        )
-    if kafka.uses_ssl and kafka.ssl_cafile:
-        options["kafka.ssl.truststore.type"] = "PEM"
-        options["kafka.ssl.truststore.location"] = kafka.ssl_cafile
-    if kafka.uses_ssl and kafka.ssl_certfile and kafka.ssl_keyfile:
-        # Inline PEM rather than file paths: executors on other hosts need no copy of the files.
-        options["kafka.ssl.keystore.type"] = "PEM"
-        options["kafka.ssl.keystore.certificate.chain"] = _read(kafka.ssl_certfile)
-        options["kafka.ssl.keystore.key"] = _read(kafka.ssl_keyfile)
-        if kafka.ssl_password:
-            options["kafka.ssl.key.password"] = kafka.ssl_password
-    return options
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="ascii") as handle:
-        return handle.read()

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pipeline_lib.sinks import files
+from pipeline_lib.sinks import ledger
 from tests.integration.test_faults import assert_each_once, plain_reader_ids
 from tests.integration.test_pipeline import produce, read_csv, stream
 
@@ -27,7 +27,7 @@ def crash_at(monkeypatch):
     """Make the sinks' folder operation ``name`` fail on its ``nth`` call, as a kill would."""
 
     def arm(name, nth):
-        original = getattr(files._Folder, name)
+        original = getattr(ledger.HadoopFolder, name)
         calls = []
 
         def failing(self, *args):
@@ -36,8 +36,8 @@ def crash_at(monkeypatch):
                 raise InjectedCrash(f"{name} call {nth}")
             return original(self, *args)
 
-        monkeypatch.setattr(files._Folder, name, failing)
-        return lambda: monkeypatch.setattr(files._Folder, name, original)
+        monkeypatch.setattr(ledger.HadoopFolder, name, failing)
+        return lambda: monkeypatch.setattr(ledger.HadoopFolder, name, original)
 
     return arm
 

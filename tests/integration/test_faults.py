@@ -13,7 +13,7 @@ import time
 import pytest
 from kafka import KafkaConsumer
 
-from pipeline_lib.sinks import CheckpointMismatchError
+from pipeline_lib.checkpoint import CheckpointMismatchError
 from tests.helpers import ROOT, spark_submit_command
 from tests.integration.test_pipeline import produce, read_csv, stream
 

@@ -10,7 +10,8 @@ from kafka import KafkaConsumer
 from pyspark.sql import functions as F
 
 from pipeline_lib.kafka_client import KafkaSettings, ensure_topic
-from pipeline_lib.pipeline import load_pipeline_config, run_pipeline
+from pipeline_lib.pipeline import load_pipeline_config
+from pipeline_lib.run import run_pipeline
 from pipeline_lib.sinks.memory import MemorySink
 from tests.conftest import send_raw
 from tests.helpers import ROOT, job, run

@@ -5,7 +5,8 @@ import json
 from kafka import KafkaConsumer
 from pyspark.sql import functions as F
 
-from pipeline_lib.pipeline import load_pipeline_config, run_pipeline
+from pipeline_lib.pipeline import load_pipeline_config
+from pipeline_lib.run import run_pipeline
 from pipeline_lib.producer import load_producer_config, send_records
 from tests.conftest import send_raw
 from tests.helpers import ROOT, job, spark_submit

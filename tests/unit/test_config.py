@@ -3,11 +3,11 @@
 import pytest
 
 from pipeline_lib.config import ConfigError
-from pipeline_lib.kafka_client import KafkaSettings
+from pipeline_lib.kafka_client import KafkaSettings, spark_options
 from pipeline_lib.pipeline import TransformSpec, load_pipeline_config
+from pipeline_lib.plan import make_plan
 from pipeline_lib.producer import load_producer_config
-from pipeline_lib.sinks import spark_trigger
-from pipeline_lib.sources.kafka import spark_options
+from pipeline_lib.triggers import spark_trigger
 
 
 def write(tmp_path, text):
@@ -122,7 +122,7 @@ def test_output_path_that_is_a_file_is_refused(tmp_path):
     existing.write_text("x")
 
     with pytest.raises(ConfigError, match="output.path: .* is a file, not a folder"):
-        load_pipeline_config(overrides={"output.path": str(existing)}, environ={})
+        make_plan(load_pipeline_config(overrides={"output.path": str(existing)}, environ={}))
 
 
 def test_checkpoint_that_is_a_file_is_refused(tmp_path):
@@ -130,7 +130,7 @@ def test_checkpoint_that_is_a_file_is_refused(tmp_path):
     existing.write_text("x")
 
     with pytest.raises(ConfigError, match="checkpoint: .* is a file"):
-        load_pipeline_config(overrides={"checkpoint": str(existing)}, environ={})
+        make_plan(load_pipeline_config(overrides={"checkpoint": str(existing)}, environ={}))
 
 
 def test_unreadable_or_invalid_file_is_a_config_error(tmp_path):

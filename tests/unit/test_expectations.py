@@ -5,7 +5,9 @@ from chispa import assert_df_equality
 
 from pipeline_lib.config import ConfigError
 from pipeline_lib.kafka_client import KafkaSettings
-from pipeline_lib.pipeline import RunSummary, TransformSpec, load_pipeline_config
+from pipeline_lib.pipeline import TransformSpec, load_pipeline_config
+from pipeline_lib.plan import make_plan
+from pipeline_lib.reports import RunSummary
 from pipeline_lib.sinks import build_sink
 from pipeline_lib.transforms import (
     expect,
@@ -29,6 +31,12 @@ def violations(df, transform):
     (counted,) = df.select(*transform.metrics(df).values()).collect()
     return counted[0]
 
+
+
+def planned(folder, **overrides):
+    """The plan of a pipeline reading the files of ``folder`` (no broker needed), with ``overrides``."""
+    config = load_pipeline_config(overrides={"source.type": "files", "source.path": str(folder), **overrides}, environ={})
+    return make_plan(config)
 
 def test_warn_keeps_every_row_and_counts_the_violations_null_included(rows):
     check = expect("small", "value < 100")
@@ -105,15 +113,16 @@ def test_a_bad_condition_in_the_configuration_is_a_config_error_naming_the_trans
     transforms = ["add_processed_value", {"name": "expect", "options": {"name": "bad", "condition": "processed > 1"}}]
 
     with pytest.raises(ConfigError, match=r"^transforms\[1\]: expectation 'bad': condition 'processed > 1' is not valid"):
-        load_pipeline_config(overrides={"transforms": transforms, "checkpoint": str(tmp_path / "c")}, environ={})
+        planned(tmp_path, transforms=transforms, checkpoint=str(tmp_path / "c"))
 
 
 def test_a_condition_may_name_a_column_an_earlier_transform_adds(spark, tmp_path):
     transforms = ["add_processed_value", {"name": "expect", "options": {"name": "even", "condition": "processed_value % 2 = 0"}}]
 
-    config = load_pipeline_config(overrides={"transforms": transforms}, environ={})
+    plan = planned(tmp_path, transforms=transforms)
 
-    assert config.transforms[1] == TransformSpec("expect", {"name": "even", "condition": "processed_value % 2 = 0"})
+    assert plan.config.transforms[1] == TransformSpec("expect", {"name": "even", "condition": "processed_value % 2 = 0"})
+    assert [step.describe() for step in plan.steps][1] == "expect(name='even', condition='processed_value % 2 = 0')"
 
 
 def test_window_stats_counts_averages_and_maxes_per_window(spark):
@@ -124,7 +133,7 @@ def test_window_stats_counts_averages_and_maxes_per_window(spark):
     stats = readings.transform(with_event_time()).transform(window_stats(window="10 seconds"))
 
     assert sorted((row["count"], row["avg_value"], row["max_value"]) for row in stats.collect()) == [(1, 7.0, 7), (2, 20.0, 30)]
-    assert window_stats().streaming_stateful
+    assert window_stats().stateful
 
 
 QUARANTINING = {"name": "expect", "options": {"name": "small", "condition": "value < 100", "on_violation": "quarantine"}}
@@ -136,16 +145,16 @@ FEW = {"name": "expect", "options": {"name": "few", "condition": "count < 5", "o
     [([QUARANTINING, "with_event_time", "window_stats"], 0), (["with_event_time", "window_stats", FEW], 2)],
     ids=["before the aggregate", "after the aggregate"],
 )
-def test_a_stateful_pipeline_refuses_quarantining_transforms(spark, transforms, position):
+def test_a_stateful_pipeline_refuses_quarantining_transforms(spark, tmp_path, transforms, position):
     with pytest.raises(ConfigError, match=rf"^transforms\[{position}\]: a pipeline with a stateful transform cannot quarantine rows"):
-        load_pipeline_config(overrides={"transforms": transforms, "output.columns": "window_start"}, environ={})
+        planned(tmp_path, transforms=transforms, **{"output.columns": "window_start"})
 
 
 def test_sink_defaults_apply_only_to_the_options_a_sink_has():
     defaults = {"format": "csv", "path": "output", "columns": ["id"]}
 
-    memory = build_sink({"format": "memory", "name": "rows"}, KafkaSettings(), "output", defaults)
-    kafka = build_sink({"format": "kafka", "topic": "out"}, KafkaSettings(), "output", defaults)
+    memory = build_sink({"format": "memory", "name": "rows"}, "output", defaults)
+    kafka = build_sink({"format": "kafka", "topic": "out"}, "output", defaults, KafkaSettings())
 
     assert (memory.describe(), memory.options.columns) == ("memory table rows", ("id",))
     assert (kafka.describe(), kafka.options.key) == ("kafka topic out", "id")
@@ -157,7 +166,7 @@ def test_sink_defaults_apply_only_to_the_options_a_sink_has():
 )
 def test_sink_settings_are_checked(section, field):
     with pytest.raises(ConfigError, match=f"^{field}: "):
-        build_sink(section, KafkaSettings(), "output")
+        build_sink(section, "output", kafka=KafkaSettings())
 
 
 def test_summary_adds_up_metrics_and_names_them():

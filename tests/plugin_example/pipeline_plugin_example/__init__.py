@@ -28,7 +28,8 @@ class RowLogOptions(SinkOptions):
 
 @register_sink("row_log")
 class RowLogSink(Sink):
-    """Each micro-batch as one JSON-lines file, ``batch-<id>.jsonl``, written by the driver."""
+    """Each micro-batch as one JSON-lines file, ``batch-<id>.jsonl``, written by the driver; a
+    replayed batch replaces its file."""
 
     Options = RowLogOptions
     options: RowLogOptions
@@ -37,17 +38,13 @@ class RowLogSink(Sink):
     def location(self) -> str:
         return self.options.path
 
-    def written(self, spark: SparkSession, batch_id: int) -> bool:
-        return os.path.exists(self._file(batch_id))
-
-    def write(self, df: DataFrame, batch_id: int, rows) -> int:
-        lines = [json.dumps(row.asDict(), default=str) for row in df.collect()]
+    def write(self, rows: DataFrame, batch_id: int) -> None:
+        lines = [json.dumps(row.asDict(), default=str) for row in rows.collect()]
         os.makedirs(self.options.path, exist_ok=True)
         partial = self._file(batch_id) + ".partial"
         with open(partial, "w", encoding="utf-8") as handle:
             handle.write("".join(line + "\n" for line in lines))
         os.replace(partial, self._file(batch_id))
-        return len(lines)
 
     def read(self, spark: SparkSession) -> DataFrame:
         return spark.read.json(self.options.path)

@@ -1,0 +1,122 @@
+"""Running a plan on a folder of JSON lines (no broker): the reports each batch makes, the
+listeners that receive them, and a quarantine in memory."""
+
+import json
+
+import pytest
+
+from pipeline_lib.pipeline import load_pipeline_config
+from pipeline_lib.reports import BatchReport, JsonLinesListener, Listener, RunSummary
+from pipeline_lib.run import run_pipeline
+from pipeline_lib.sinks.memory import MemorySink
+
+
+class Collected(Listener):
+    def __init__(self):
+        self.reports, self.summaries = [], []
+
+    def on_batch(self, report: BatchReport) -> None:
+        self.reports.append(report)
+
+    def on_summary(self, summary: RunSummary) -> None:
+        self.summaries.append(summary)
+
+
+def files_pipeline(tmp_path, lines, **overrides):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir(exist_ok=True)
+    (incoming / "part-1.json").write_text("".join(line + "\n" for line in lines))
+    return load_pipeline_config(
+        overrides={
+            "source.type": "files", "source.path": str(incoming), "output.path": str(tmp_path / "output"),
+            "quarantine.path": str(tmp_path / "quarantine"), "checkpoint": str(tmp_path / "checkpoint"), **overrides,
+        },
+        environ={},
+    )
+
+
+GOOD = [json.dumps({"id": i, "value": 10 * i, "timestamp": 1715181600.0 + i}) for i in (1, 2)]
+
+
+def test_a_memory_quarantine_takes_a_batch_without_rejected_rows(spark, tmp_path):
+    MemorySink.clear("unit_quarantine")
+    config = files_pipeline(tmp_path, GOOD[:1], **{"quarantine": {"format": "memory", "name": "unit_quarantine"}})
+
+    summary = run_pipeline(spark, config, emit=lambda line: None)
+
+    assert (summary.written, summary.quarantined) == (1, 0)
+
+
+def test_a_memory_quarantine_holds_the_rejected_rows_with_their_reason(spark, tmp_path):
+    MemorySink.clear("unit_quarantine_rows")
+    config = files_pipeline(tmp_path, [*GOOD, '{"id": 3}'], **{"quarantine": {"format": "memory", "name": "unit_quarantine_rows"}})
+
+    run_pipeline(spark, config, emit=lambda line: None)
+
+    assert [row.reason for row in spark.table("unit_quarantine_rows").collect()] == ["missing required field 'value'"]
+
+
+def test_each_batch_report_counts_what_was_read_written_and_quarantined(spark, tmp_path):
+    listener = Collected()
+    config = files_pipeline(tmp_path, [*GOOD, "not json"])
+
+    run_pipeline(spark, config, emit=lambda line: None, listeners=[listener])
+
+    (report,) = listener.reports
+    assert (report.batch_id, report.rows_read, report.written, report.quarantined) == (0, 3, 2, 1)
+    assert report.seconds > 0 and report.finished_at > 0 and not report.skipped
+    assert [(summary.batches, summary.written, summary.quarantined) for summary in listener.summaries] == [(1, 2, 1)]
+
+
+def test_the_console_line_and_the_summary_line_are_formatted_from_the_reports(spark, tmp_path):
+    lines = []
+    config = files_pipeline(tmp_path, [*GOOD, "not json"])
+
+    run_pipeline(spark, config, emit=lines.append)
+
+    assert lines[0].startswith("batch 0: 3 rows in ") and lines[0].endswith(": 2 written, 1 quarantined")
+    assert lines[-1].startswith("done: 2 rows written, 1 quarantined in ")
+
+
+def test_a_transforms_counts_are_in_its_batch_report(spark, tmp_path):
+    listener = Collected()
+    expectation = {"name": "expect", "options": {"name": "small", "condition": "value < 15", "on_violation": "drop"}}
+    config = files_pipeline(tmp_path, GOOD, transforms=["add_processed_value", expectation])
+
+    run_pipeline(spark, config, emit=lambda line: None, listeners=[listener])
+
+    assert listener.reports[0].metrics == {"expectation 'small' (drop) violations": 1}
+    assert listener.reports[0].written == 1
+
+
+def test_the_metrics_file_has_one_json_object_per_batch_then_the_summary(spark, tmp_path):
+    path = tmp_path / "metrics" / "run.jsonl"
+    listener = JsonLinesListener(str(path))
+    config = files_pipeline(tmp_path, [*GOOD, "not json"])
+
+    run_pipeline(spark, config, emit=lambda line: None, listeners=[listener])
+    listener.close()
+
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [record["type"] for record in records] == ["batch", "summary"]
+    assert {key: records[0][key] for key in ("batch_id", "rows_read", "written", "quarantined")} == {
+        "batch_id": 0, "rows_read": 3, "written": 2, "quarantined": 1,
+    }
+    assert (records[1]["written"], records[1]["quarantined"], records[1]["batches"]) == (2, 1, 1)
+
+
+def test_a_restart_without_new_files_reports_no_batch(spark, tmp_path):
+    config = files_pipeline(tmp_path, GOOD)
+    run_pipeline(spark, config, emit=lambda line: None)
+    listener = Collected()
+
+    summary = run_pipeline(spark, config, emit=lambda line: None, listeners=[listener])
+
+    assert (listener.reports, summary.written) == ([], 0)
+
+
+@pytest.mark.parametrize("trigger", ["once", "available-now"])
+def test_a_finite_trigger_ends_the_run_by_itself(spark, tmp_path, trigger):
+    config = files_pipeline(tmp_path, GOOD, trigger=trigger)
+
+    assert run_pipeline(spark, config, emit=lambda line: None).written == 2
