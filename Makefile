@@ -16,7 +16,7 @@ export PYSPARK_PYTHON := $(PY)
 export PYSPARK_DRIVER_PYTHON := $(PY)
 export PIPELINE_JARS := $(abspath $(SPARK_JARS_DIR))
 
-.PHONY: install jars dist lint test test-fast test-kestra demo kafka-up kafka-down bench bench-install clean
+.PHONY: install jars dist docs lint test test-fast test-kestra demo kafka-up kafka-down bench bench-install clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ dist/pipeline_lib.zip: $(VENV)/.installed $(shell find pipeline_lib -name '*.py'
 	z = zipfile.ZipFile('$@', 'w', zipfile.ZIP_DEFLATED); [z.write(f) for f in files]; z.close(); \
 	print('built $@ with', len(files), 'modules')"
 
+# The configuration reference, written from the models the code validates with.
+docs: install
+	$(PY) -m pipeline_lib.reference > docs/reference/configuration.md
+
 # ruff (lint and format check) and mypy, configured in pyproject.toml; fast, so CI runs it first.
 LINT_PATHS := pipeline_lib jobs infra
 
@@ -62,7 +66,7 @@ test: install jars dist
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install jars dist
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not kestra" $(PYTEST_ARGS)
 
 test-kestra: install jars dist
 	$(PY) -m pytest -m kestra $(PYTEST_ARGS)
@@ -102,6 +106,14 @@ bench:
 		jars=$(SPARK_JARS_DIR)/.fetched,infra/kafka/libs/.fetched dist=dist/pipeline_lib.zip bench-extra=$(VENV)/.bench-installed
 	$(PY) bench/bench_suite.py --make-steps $(BENCH_STEPS) $(BENCH_ARGS)
 	$(PY) bench/readme_table.py
+
+# The long run (bench/soak.py): 2,000 micro-batches at processing-time=200ms, about 25 minutes;
+# the soak key of bench/results.json and bench/soak.png. Others: make soak SOAK_ARGS="--batches 500".
+SOAK_ARGS ?=
+
+.PHONY: soak
+soak: install jars bench-install
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf dist .demo .pytest_cache $(SPARK_JARS_DIR) infra/kafka/libs

@@ -1,24 +1,36 @@
 """The benchmark suite: the pipeline against what a user would otherwise run, side by side in
 one run, on a Kafka broker of its own (a free loopback port) and one local SparkSession.
 
-    make bench                                   # N = 20, 100,000, 1,000,000; about 15 minutes
-    python bench/bench_suite.py --sizes 20,2000 --latency-seconds 5 --out /tmp/b/results.json
+    make bench                                   # N = 20, 100,000, 1,000,000; 3 rounds each
+    python bench/bench_suite.py --sizes 20,20000 --latency-seconds 5 --out /tmp/b/results.json
 
-For each N (records in --partitions partitions):
+Every comparison runs --repeats rounds, the sides in turn and the order reversed every other
+round, after a warm-up round that runs every side once; a figure is the median of its rounds
+with their range, and a ratio the median (and range) of the rounds' own ratios. For each N
+(records in --partitions partitions):
 
-- producer throughput: the project's producer (``send_records``: acks=all, idempotent) against a
-  kafka-python send loop with its default settings and confluent-kafka's producer with acks=all
-  and idempotence; the project's topic then feeds every stream measurement of that N;
-- stream throughput, from the query's start (first offset) to the last row committed, with the
-  available-now trigger: the pipeline (``run_pipeline``, as jobs/stream.py runs it), the naive
-  naive job (one query: from_json, value * 2, CSV file sink), Spark reading into the noop sink,
-  and plain consumer loops (json.loads, csv.writer) on kafka-python and on confluent-kafka;
-- peak RSS of the driver JVM and of the Python driver during each of them, and the files that the
-  pipeline and the naive job write per 1,000,000 records.
+- producer throughput, each side in a process of its own (bench/producers.py) sending the same
+  records, keys included, to a fresh topic: the project's producer (jobs/produce.py's code path:
+  acks=all, idempotent, every acknowledgement counted) against a kafka-python send loop with
+  its default settings and confluent-kafka's producer with acks=all and idempotence; timed
+  in the process from the call to the last acknowledgement, and as a whole process; the peak
+  RSS of each process;
+- stream throughput, on one topic loaded with the same records, a share of them malformed
+  (--malformed, 1%): the pipeline (``run_pipeline`` as jobs/stream.py runs it: parse, the
+  malformed records to the quarantine with their reason, the rest to CSV), the naive job (one
+  query: from_json, value * 2, CSV file sink; a malformed record becomes a row of nulls), Spark
+  reading into the noop sink, and plain consumer loops (json.loads, csv.writer; a record that
+  does not parse or lacks a field goes to a rejects file) on kafka-python and confluent-kafka;
+  timed by the query's own clock (Spark's: its start to the end of its last trigger with rows;
+  the loops: the consumer's first request to the last row written) and by the whole call
+  (the pipeline: configuration, plan, the checkpoint's claim and the stop included);
+- peak RSS of the driver JVM and of the Python driver during each stream measurement, and the
+  files that the pipeline and the naive job write per 1,000,000 records.
 
 Then once: end-to-end latency with ``processing-time=1s`` at a steady input (jobs/produce.py
 --rate in a process of its own), and the wall time of ``make demo``'s steps. Writes
-results.json, throughput.png and latency.png beside it (--out).
+results.json (the keys of other scripts in it are kept), throughput.png and latency.png beside
+it (--out).
 """
 
 from __future__ import annotations
@@ -27,10 +39,12 @@ import argparse
 import csv
 import glob
 import json
+import math
 import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,11 +67,63 @@ RATIO_KEYS = {
     "stream_vs_noop_read_ratio": ("stream", "pipeline", "spark_noop_read", None),
     "stream_vs_plain_consumer_ratio": ("stream", "pipeline", "kafka_python_consumer", ">= 3"),
     "stream_vs_confluent_consumer_ratio": ("stream", "pipeline", "confluent_consumer", None),
+    # The same two on a topic without malformed records: what the quarantine path costs.
+    "stream_clean_vs_naive_ratio": ("stream_clean", "pipeline", "naive_job", None),
     "producer_vs_naive_ratio": ("producer", "project", "naive_kafka_python", ">= 1"),
     "producer_vs_confluent_ratio": ("producer", "project", "confluent", None),
 }
 LATENCY_RATIO_KEY = "latency_p99_vs_trigger_ratio"
 LATENCY_TARGET = "<= 2"
+# The project's producer's peak RSS less the kafka-python loop's (medians of their processes).
+MEMORY_KEY = "producer_peak_rss_vs_naive_mb"
+MEMORY_TARGET = "<= 20"
+
+# Each section's timers, the first the one of its ratio keys; the others' ratios are kept as
+# <key>_<timer>_ratio (stream_vs_naive_call_ratio, producer_vs_naive_process_ratio).
+TIMERS = {"stream": ("query", "call"), "stream_clean": ("query", "call"), "producer": ("call", "process", "cpu")}
+CLEAN_SIDES = ("pipeline", "naive_job")
+TIMER_METHODS = {
+    "stream.query": (
+        "the query's own clock: Spark's from the query's start (its QueryStartedEvent) to the end of "
+        "its last trigger with rows (that progress's timestamp + durationMs.triggerExecution); the "
+        "loops' from the consumer's first request (partitions, end offsets) to the last row written"
+    ),
+    "stream.call": (
+        "the whole call: the pipeline's configuration, plan (the topic checked on the broker), "
+        "checkpoint claim, query and stop; the naive job's and the noop read's query built, "
+        "started and awaited; the loops' consumer made, read to the end and closed"
+    ),
+    "producer.call": (
+        "in the producer's own process, from the call (the project: jobs/produce.py's flags, "
+        "configuration and topic check; the loops: the client's construction) to the last "
+        "acknowledgement and the client's close"
+    ),
+    "producer.process": "the producer's whole process: interpreter start, imports, the call and exit",
+    "producer.cpu": (
+        "the CPU seconds of the producer's whole process (user and system, every thread, imports "
+        "included): the figure the machine's other load changes least"
+    ),
+}
+SIDE_METHODS = {
+    "pipeline": (
+        "run_pipeline as jobs/stream.py runs it: every record parsed and checked; the malformed "
+        "go to the quarantine (JSON, with the reason and the payload), the rest to CSV with "
+        "processed_value; a batch with malformed records is read a second time for the quarantine"
+    ),
+    "naive_job": (
+        "one query: from_json, value * 2, Spark's CSV file sink; no quarantine: a malformed record "
+        "becomes a row of nulls in the output"
+    ),
+    "spark_noop_read": "the topic read into Spark's noop sink: no parse, nothing written",
+    "kafka_python_consumer": (
+        "json.loads, csv.writer; a record that does not parse, lacks a field or has a value that is "
+        "not an integer goes to a rejects file with the reason"
+    ),
+    "confluent_consumer": "as the kafka-python loop, on confluent-kafka's consumer",
+    "project": "jobs/produce.py's code path (produce_main): acks=all, idempotent, every acknowledgement counted",
+    "naive_kafka_python": "a kafka-python send loop, default settings (acks=1, not idempotent), then flush",
+    "confluent": "confluent-kafka's producer, acks=all and idempotence, delivery reports counted",
+}
 
 STREAM_LABELS = {
     "pipeline": "pipeline (run_pipeline: parse, quarantine, CSV)",
@@ -137,68 +203,74 @@ class _Window:
 # ---------------------------------------------------------------- producers
 
 
-def producer_project(bootstrap: str, topic: str, count: int, partitions: int) -> int:
-    from pipeline_lib.producer import load_producer_config, send_records
-
-    config = load_producer_config(
-        overrides={
-            "kafka.bootstrap_servers": bootstrap, "kafka.topic": topic, "count": count,
-            "partitions": partitions, "start_id": 1, "seed": 7, "timeout": 600,
-        },
-        environ={},
-    )
-    return send_records(config, emit=say)
+PRODUCERS = ("project", "naive_kafka_python", "confluent")
+SEED = 7  # bench/producers.py's, so that the stream topic holds the records the producers send
 
 
-def producer_naive(bootstrap: str, topic: str, count: int, partitions: int) -> int:
-    from kafka import KafkaProducer
+def run_producer(name: str, bootstrap: str, topic: str, count: int, partitions: int) -> Dict[str, Any]:
+    """One producer side (bench/producers.py) in a process of its own: its call's seconds, the
+    process's wall seconds, CPU seconds and peak RSS."""
+    command = [
+        sys.executable, str(ROOT / "bench" / "producers.py"), name, "--bootstrap-servers", bootstrap,
+        "--topic", topic, "--count", str(count), "--partitions", str(partitions),
+    ]
+    started = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    process_seconds = time.perf_counter() - started
+    if finished.returncode != 0:
+        raise RuntimeError(f"producer {name} failed: {(finished.stderr or finished.stdout).strip()[-2000:]}")
+    figures = json.loads(finished.stdout.strip().splitlines()[-1])
+    return {
+        "call_seconds": figures["seconds"], "process_seconds": round(process_seconds, 3),
+        "cpu_seconds": figures["cpu_seconds"], "peak_rss_mb": figures["peak_rss_mb"],
+    }
 
-    from pipeline_lib.producer import generate_records
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for record in generate_records(count, 1, seed=7):
-        producer.send(topic, json.dumps(record).encode("utf-8"))
-    producer.flush()
-    producer.close()
-    return count
+# Malformed payloads of the stream topic, in turn: what a broken or foreign producer sends.
+MALFORMED: List[Callable[[Dict[str, Any]], bytes]] = [
+    lambda record: json.dumps(record).encode("utf-8")[:-9],  # cut short: not JSON
+    lambda record: json.dumps({**record, "value": str(record["value"])}).encode("utf-8"),  # "75", not 75
+    lambda record: json.dumps({"id": record["id"], "timestamp": record["timestamp"]}).encode("utf-8"),  # no value
+    lambda record: json.dumps(list(record.values())).encode("utf-8"),  # an array
+    lambda record: b"\xff\xfe" + json.dumps(record).encode("utf-8"),  # not UTF-8
+]
 
 
-def producer_confluent(bootstrap: str, topic: str, count: int, partitions: int) -> int:
+def malformed_positions(count: int, share: float) -> List[int]:
+    """Which of ``count`` records are malformed: ceil(count * share) of them (one at least when
+    ``share`` > 0), spread evenly."""
+    bad = min(count, math.ceil(count * share)) if share > 0 else 0
+    return [int((index + 0.5) * count / bad) for index in range(bad)]
+
+
+def load_workload(bootstrap: str, topic: str, count: int, share: float) -> int:
+    """Fill ``topic`` with the producers' records (``generate_records(count, 1, seed=7)``, keyed
+    by id), those at :func:`malformed_positions` replaced by :data:`MALFORMED` payloads in turn;
+    returns how many are malformed. confluent-kafka loads it (fastest; it is not measured)."""
     from confluent_kafka import Producer
 
-    from pipeline_lib.producer import generate_records
+    from pipeline_lib.producer import encode, generate_records
 
-    delivered = [0]
+    bad = {position: index for index, position in enumerate(malformed_positions(count, share))}
     failed: List[str] = []
 
     def on_delivery(error, message) -> None:
-        if error is None:
-            delivered[0] += 1
-        elif len(failed) < 3:
+        if error is not None:
             failed.append(str(error))
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
-    for record in generate_records(count, 1, seed=7):
-        payload = json.dumps(record).encode("utf-8")
-        key = str(record["id"]).encode("utf-8")
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 20})
+    for position, record in enumerate(generate_records(count, 1, seed=SEED)):
+        payload = MALFORMED[bad[position] % len(MALFORMED)](record) if position in bad else encode(record)
         while True:
             try:
-                producer.produce(topic, payload, key, on_delivery=on_delivery)
+                producer.produce(topic, payload, str(record["id"]).encode("utf-8"), on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)
         producer.poll(0)
-    remaining = producer.flush(600)
-    if remaining or failed:
-        raise RuntimeError(f"confluent producer: {remaining} not delivered, errors {failed}")
-    return delivered[0]
-
-
-PRODUCERS: Dict[str, Callable[[str, str, int, int], int]] = {
-    "project": producer_project,
-    "naive_kafka_python": producer_naive,
-    "confluent": producer_confluent,
-}
+    if producer.flush(600) or failed:
+        raise RuntimeError(f"loading {topic}: not every record delivered ({failed[:3]})")
+    return len(bad)
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0) -> None:
@@ -227,7 +299,76 @@ def topic_size(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def delete_topic(bootstrap: str, topic: str) -> None:
+    """Drop a measured producer's topic, so that every round finds the broker as lean."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([topic], timeout_ms=30000)
+    finally:
+        admin.close()
+
+
 # ---------------------------------------------------------------- stream readers
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def query_clock():
+    """A StreamingQueryListener that keeps Spark's own clock of every query: when it started and
+    when its last trigger with rows ended (made here: pyspark is imported once Spark runs)."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class QueryClock(StreamingQueryListener):
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.started: List[tuple] = []  # (query id, epoch seconds), in start order
+            self.ends: Dict[str, float] = {}
+            self.terminated: set = set()
+
+        def onQueryStarted(self, event) -> None:
+            with self.lock:
+                self.started.append((str(event.id), _epoch(event.timestamp)))
+
+        def onQueryProgress(self, event) -> None:
+            progress = event.progress
+            if progress.numInputRows:
+                end = _epoch(progress.timestamp) + progress.durationMs.get("triggerExecution", 0) / 1000
+                with self.lock:
+                    self.ends[str(progress.id)] = max(end, self.ends.get(str(progress.id), 0.0))
+
+        def onQueryIdle(self, event) -> None:
+            pass
+
+        def onQueryTerminated(self, event) -> None:
+            with self.lock:
+                self.terminated.add(str(event.id))
+
+        def mark(self) -> int:
+            with self.lock:
+                return len(self.started)
+
+        def seconds_since(self, mark: int, timeout: float = 60.0) -> float:
+            """From the start of the first query started since ``mark`` to the end of the last
+            trigger with rows of any of them, once Spark reported them all terminated."""
+            deadline = time.monotonic() + timeout
+            while True:
+                with self.lock:
+                    queries = self.started[mark:]
+                    done = queries and all(query in self.terminated for query, _ in queries)
+                    if done:
+                        ends = [self.ends[query] for query, _ in queries if query in self.ends]
+                        if not ends:
+                            raise RuntimeError("a query ended with no trigger that had rows")
+                        return max(ends) - min(started for _, started in queries)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Spark did not report the queries' end within {timeout:g}s")
+                time.sleep(0.05)
+
+    return QueryClock()
 
 
 def stream_pipeline(spark, bootstrap: str, topic: str, work: Path) -> Dict[str, Any]:
@@ -245,7 +386,10 @@ def stream_pipeline(spark, bootstrap: str, topic: str, work: Path) -> Dict[str, 
     lines: List[str] = []
     summary = run_pipeline(spark, config, emit=lines.append)
     files = len(glob.glob(str(work / "output" / "batch-*")))
-    return {"rows": summary.written + summary.quarantined, "batches": summary.batches, "files": files, "batch_lines": lines[:20]}
+    return {
+        "rows": summary.written + summary.quarantined, "written": summary.written, "rejected": summary.quarantined,
+        "run_seconds": round(summary.seconds, 3), "batches": summary.batches, "files": files, "batch_lines": lines[:20],
+    }
 
 
 def _kafka_stream(spark, bootstrap: str, topic: str):
@@ -263,7 +407,8 @@ def _await_rows(query) -> Dict[str, Any]:
     if query.exception() is not None:
         raise RuntimeError(str(query.exception()))
     progress = [p for p in query.recentProgress if p]
-    return {"rows": sum(int(p["numInputRows"]) for p in progress), "batches": sum(1 for p in progress if p["numInputRows"])}
+    rows = sum(int(p["numInputRows"]) for p in progress)
+    return {"rows": rows, "written": rows, "rejected": 0, "batches": sum(1 for p in progress if p["numInputRows"])}
 
 
 def stream_naive_job(spark, bootstrap: str, topic: str, work: Path) -> Dict[str, Any]:
@@ -296,35 +441,51 @@ def stream_noop(spark, bootstrap: str, topic: str, work: Path) -> Dict[str, Any]
         .trigger(availableNow=True)
         .start()
     )
-    return _await_rows(query)
+    result = _await_rows(query)
+    result["written"] = 0
+    return result
+
+
+def _loop_row(payload: bytes) -> tuple:
+    """A plain loop's row of a payload; ValueError, KeyError or TypeError for a malformed one."""
+    record = json.loads(payload)
+    value = record["value"]
+    if type(value) is not int:
+        raise TypeError(f"value {value!r} is not an integer")
+    return (record["id"], value, record["timestamp"], value * 2)
 
 
 def stream_kafka_python(spark, bootstrap: str, topic: str, work: Path, timeout: float = 900) -> Dict[str, Any]:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    rows = 0
+    written = rejected = 0
     try:
+        started = time.perf_counter()
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
         work.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
-        with open(work / "output.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
+        with open(work / "output.csv", "w", newline="") as handle, open(work / "rejects.csv", "w", newline="") as bad:
+            writer, rejects = csv.writer(handle), csv.writer(bad)
             writer.writerow(HEADER)
             remaining = {tp for tp in partitions if ends[tp] > 0}
             while remaining and time.monotonic() < deadline:
                 for records in consumer.poll(timeout_ms=500, max_records=10000).values():
                     for message in records:
-                        record = json.loads(message.value)
-                        writer.writerow((record["id"], record["value"], record["timestamp"], record["value"] * 2))
-                        rows += 1
+                        try:
+                            writer.writerow(_loop_row(message.value))
+                            written += 1
+                        except (ValueError, KeyError, TypeError) as error:
+                            rejects.writerow((message.partition, message.offset, repr(error)))
+                            rejected += 1
                 remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+        query_seconds = time.perf_counter() - started
     finally:
         consumer.close()
-    return {"rows": rows, "files": 1}
+    return {"rows": written + rejected, "written": written, "rejected": rejected, "files": 1, "query_seconds": query_seconds}
 
 
 def stream_confluent(spark, bootstrap: str, topic: str, work: Path, timeout: float = 900) -> Dict[str, Any]:
@@ -336,8 +497,9 @@ def stream_confluent(spark, bootstrap: str, topic: str, work: Path, timeout: flo
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
         }
     )
-    rows = 0
+    written = rejected = 0
     try:
+        started = time.perf_counter()
         metadata = consumer.list_topics(topic, timeout=30)
         partitions = sorted(metadata.topics[topic].partitions)
         expected = 0
@@ -347,21 +509,25 @@ def stream_confluent(spark, bootstrap: str, topic: str, work: Path, timeout: flo
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         work.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
-        with open(work / "output.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
+        with open(work / "output.csv", "w", newline="") as handle, open(work / "rejects.csv", "w", newline="") as bad:
+            writer, rejects = csv.writer(handle), csv.writer(bad)
             writer.writerow(HEADER)
-            while rows < expected and time.monotonic() < deadline:
+            while written + rejected < expected and time.monotonic() < deadline:
                 for message in consumer.consume(num_messages=10000, timeout=0.5):
                     if message.error():
                         if message.error().code() == KafkaError._PARTITION_EOF:
                             continue
                         raise RuntimeError(str(message.error()))
-                    record = json.loads(message.value())
-                    writer.writerow((record["id"], record["value"], record["timestamp"], record["value"] * 2))
-                    rows += 1
+                    try:
+                        writer.writerow(_loop_row(message.value()))
+                        written += 1
+                    except (ValueError, KeyError, TypeError) as error:
+                        rejects.writerow((message.partition(), message.offset(), repr(error)))
+                        rejected += 1
+        query_seconds = time.perf_counter() - started
     finally:
         consumer.close()
-    return {"rows": rows, "files": 1}
+    return {"rows": written + rejected, "written": written, "rejected": rejected, "files": 1, "query_seconds": query_seconds}
 
 
 STREAMS: Dict[str, Callable[..., Dict[str, Any]]] = {
@@ -371,6 +537,56 @@ STREAMS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "kafka_python_consumer": stream_kafka_python,
     "confluent_consumer": stream_confluent,
 }
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def measure_producer(name: str, bootstrap: str, topic: str, size: int, partitions: int) -> Dict[str, Any]:
+    """One producer side's run to a fresh topic, checked (every record on it) and dropped."""
+    create_topic(bootstrap, topic, partitions)
+    load = round(os.getloadavg()[0], 2)
+    run = {**run_producer(name, bootstrap, topic, size, partitions), "load_1m": load}
+    on_topic = topic_size(bootstrap, topic)
+    if on_topic != size:
+        raise RuntimeError(f"{name} left {on_topic} records on {topic}, not {size}")
+    delete_topic(bootstrap, topic)
+    return run
+
+
+def measure_stream(name: str, spark, bootstrap: str, topic: str, work: Path, peaks: Peaks, clock) -> Dict[str, Any]:
+    """One stream reader's run over ``topic`` into ``work``: both timers, its counts and the
+    driver's peak memory."""
+    mark = clock.mark()
+    load = round(os.getloadavg()[0], 2)
+    with peaks.measure() as window:
+        started = time.perf_counter()
+        outcome = STREAMS[name](spark, bootstrap, topic, work)
+        call_seconds = time.perf_counter() - started
+    query_seconds = outcome.pop("query_seconds", None)
+    if query_seconds is None:
+        query_seconds = clock.seconds_since(mark)
+    return {
+        "query_seconds": round(query_seconds, 3), "call_seconds": round(call_seconds, 3), "load_1m": load,
+        "peak_rss_mb": window.result, **outcome,
+    }
+
+
+def stream_summary(runs: List[Dict[str, Any]], size: int) -> Dict[str, Any]:
+    """:func:`summarize` for a stream reader, with its counts, the pipeline's first batch lines,
+    and each process's highest peak RSS over the rounds."""
+    lines = [run.pop("batch_lines", None) for run in runs]
+    summary = summarize("stream", runs, size)
+    for key in ("rows", "written", "rejected", "batches", "files"):
+        if key in runs[-1]:
+            summary[key] = runs[-1][key]
+    if lines[0]:
+        summary["batch_lines"] = lines[0]
+    processes = {process for run in runs for process in run["peak_rss_mb"]}
+    summary["peak_rss_mb"] = {
+        process: max((run["peak_rss_mb"][process] or 0.0) for run in runs) or None for process in sorted(processes)
+    }
+    return summary
 
 
 # ---------------------------------------------------------------- latency
@@ -634,16 +850,80 @@ def versions(spark) -> Dict[str, Optional[str]]:
     }
 
 
-def ratios(results: Dict[str, Any], size: int) -> Dict[str, Optional[float]]:
-    out: Dict[str, Optional[float]] = {}
+def timer_key(key: str, timer: str) -> str:
+    """The name of a ratio on a section's other timer: stream_vs_naive_ratio -> stream_vs_naive_call_ratio."""
+    return f"{key[: -len('_ratio')]}_{timer}_ratio"
+
+
+def spread(values: List[float], digits: int = 3) -> Dict[str, Any]:
+    """The median of ``values``, their range and the values themselves, in round order."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "range": [round(min(values), digits), round(max(values), digits)],
+        "rounds": [round(value, digits) for value in values],
+    }
+
+
+def in_turn(names: Any, round_index: int) -> List[str]:
+    """The sides' order in a round: as listed, reversed every other round."""
+    return list(names) if round_index % 2 == 0 else list(reversed(list(names)))
+
+
+def summarize(section: str, runs: List[Dict[str, Any]], size: int) -> Dict[str, Any]:
+    """A side's figures at one N: the median and range of records/s on each of the section's
+    timers (``records_per_s`` on the first), and every round's own figures."""
+    summary: Dict[str, Any] = {}
+    for timer in TIMERS[section]:
+        rates = spread([size / run[f"{timer}_seconds"] for run in runs], 1)
+        summary[f"{timer}_records_per_s"] = rates["median"]
+        summary[f"{timer}_records_per_s_range"] = rates["range"]
+    main_timer = TIMERS[section][0]
+    summary["records_per_s"] = summary[f"{main_timer}_records_per_s"]
+    summary["records_per_s_range"] = summary[f"{main_timer}_records_per_s_range"]
+    summary["runs"] = runs
+    return summary
+
+
+def ratios(results: Dict[str, Any], size: int) -> Dict[str, Dict[str, Any]]:
+    """Every ratio at one N, each the median and range of the rounds' own ratios (ours / theirs
+    in records/s, the two measured in the same round), on each timer of its section; and the
+    producers' peak RSS difference, round by round."""
+    out: Dict[str, Dict[str, Any]] = {}
     for key, (section, ours, theirs, _) in RATIO_KEYS.items():
         figures = results[section].get(str(size), {})
-        a = figures.get(ours, {}).get("records_per_s")
-        b = figures.get(theirs, {}).get("records_per_s")
-        out[key] = round(a / b, 3) if a and b else None
-    p99 = results.get("latency", {}).get("p99_s")
-    out[LATENCY_RATIO_KEY] = round(p99 / results["latency"]["trigger_seconds"], 3) if p99 else None
+        if ours not in figures or theirs not in figures:
+            continue
+        for index, timer in enumerate(TIMERS[section]):
+            pairs = zip(figures[ours]["runs"], figures[theirs]["runs"], strict=True)
+            values = [theirs_run[f"{timer}_seconds"] / ours_run[f"{timer}_seconds"] for ours_run, theirs_run in pairs]
+            out[key if index == 0 else timer_key(key, timer)] = spread(values)
+    producers = results["producer"].get(str(size), {})
+    if "project" in producers and "naive_kafka_python" in producers:
+        pairs = zip(producers["project"]["runs"], producers["naive_kafka_python"]["runs"], strict=True)
+        out[MEMORY_KEY] = spread([ours["peak_rss_mb"] - theirs["peak_rss_mb"] for ours, theirs in pairs], 1)
     return out
+
+
+def ratio_keys() -> List[str]:
+    """Every ratio key results.json has at its top level (each with a ``_range`` beside it)."""
+    keys = []
+    for key, (section, *_) in RATIO_KEYS.items():
+        keys += [key, *(timer_key(key, timer) for timer in TIMERS[section][1:])]
+    return keys + [MEMORY_KEY]
+
+
+def _plot_medians(axis, results: Dict[str, Any], section: str, name: str, label: str, style: Dict[str, Any]) -> None:
+    """One side's medians against N, a bar from the lowest round to the highest at each."""
+    points = [
+        (size, results[section][str(size)][name])
+        for size in results["settings"]["sizes"]
+        if results.get(section, {}).get(str(size), {}).get(name, {}).get("records_per_s")
+    ]
+    if points:
+        medians = [figure["records_per_s"] for _, figure in points]
+        low = [figure["records_per_s"] - figure["records_per_s_range"][0] for _, figure in points]
+        high = [figure["records_per_s_range"][1] - figure["records_per_s"] for _, figure in points]
+        axis.errorbar([size for size, _ in points], medians, yerr=[low, high], marker="o", capsize=3, label=label, **style)
 
 
 def charts(results: Dict[str, Any], folder: Path) -> None:
@@ -652,22 +932,19 @@ def charts(results: Dict[str, Any], folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = results["settings"]["sizes"]
     when = f"{results['machine']['cores']} cores, {results['machine']['memory_gib']:g} GiB, {results['date'][:10]}"
     figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+    share = results["settings"].get("malformed_share", 0)
     for axis, section, labels, title in (
-        (left, "stream", STREAM_LABELS, "Stream: first offset to last row committed (available-now)"),
-        (right, "producer", PRODUCER_LABELS, "Producer: first send to last acknowledgement"),
+        (left, "stream", STREAM_LABELS, f"Stream, the query's own clock (available-now, {share:.0%} malformed)"),
+        (right, "producer", PRODUCER_LABELS, "Producer, call to last acknowledgement (a process each)"),
     ):
         for name, label in labels.items():
-            points = [
-                (size, results[section][str(size)][name]["records_per_s"])
-                for size in sizes
-                if results[section].get(str(size), {}).get(name, {}).get("records_per_s")
-            ]
-            if points:
-                style = {"linewidth": 3, "color": "black"} if name in ("pipeline", "project") else {"linewidth": 1.5}
-                axis.plot(*zip(*points), marker="o", label=label, **style)
+            style = {"linewidth": 3, "color": "black"} if name in ("pipeline", "project") else {"linewidth": 1.5}
+            _plot_medians(axis, results, section, name, label, style)
+        if section == "stream":
+            style = {"linewidth": 2, "color": "black", "linestyle": "--"}
+            _plot_medians(axis, results, "stream_clean", "pipeline", "pipeline, on a topic without malformed records", style)
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel(f"records (N, in {results['settings']['partitions']} partitions)")
@@ -675,7 +952,7 @@ def charts(results: Dict[str, Any], folder: Path) -> None:
         axis.set_title(title, fontsize=11)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8, loc="best")
-    figure.suptitle(f"Throughput against N, one run ({when})")
+    figure.suptitle(f"Throughput against N: median of {results['repeats']} rounds, bars from the lowest to the highest ({when})")
     figure.tight_layout()
     figure.savefig(folder / "throughput.png", dpi=110)
     plt.close(figure)
@@ -710,6 +987,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="20,100000,1000000", help="comma-separated record counts (default %(default)s)")
     parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every comparison, at least 3 (default %(default)s)")
+    parser.add_argument("--malformed", type=float, default=0.01, help="share of malformed records on the stream topic")
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--latency-rate", type=float, default=2000.0, help="records/s of the latency phase's input")
     parser.add_argument("--trigger-seconds", type=float, default=1.0)
@@ -718,6 +997,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--skip-demo", action="store_true", help="leave make demo's timing out (its keys stay, null)")
     parser.add_argument("--work", help="scratch folder (default: a new temporary one, removed at the end)")
     args = parser.parse_args(argv)
+    if args.repeats < 3:
+        parser.error("--repeats: at least 3, for a median and a range")
     sizes = sorted({int(size.replace("_", "")) for size in args.sizes.split(",") if size.strip()})
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -736,9 +1017,38 @@ def main(argv: Optional[List[str]] = None) -> int:
         "settings": {
             "sizes": sizes, "partitions": args.partitions, "spark_master": "local[*]",
             "stream_trigger": "available-now", "latency_trigger_seconds": args.trigger_seconds,
+            "repeats": args.repeats, "malformed_share": args.malformed,
+        },
+        "repeats": args.repeats,
+        # The machine is shared: a busy one (load above its cores) stretches every wall-clock figure.
+        "load_average": {"start": [round(load, 2) for load in os.getloadavg()]},
+        "method": {
+            "rounds": (
+                f"every comparison {args.repeats} rounds after a warm-up round (every side once on 1,000 "
+                "records); in a round each side runs once, in the order listed, reversed every other round; "
+                "a figure is the median of the rounds (range: their lowest and highest), a ratio the median "
+                "of the rounds' own ratios (ours / theirs in records/s, both of the same round)"
+            ),
+            "workload": (
+                "the producers: generate_records(N, 1, seed=7), keyed by id, each side to a fresh topic "
+                "(deleted after); the stream topic: the same records, confluent-kafka loading them, "
+                f"ceil(N * {args.malformed:g}) of them spread evenly replaced by malformed payloads in turn "
+                "(cut short, value as text, no value, an array, not UTF-8); stream_clean: the pipeline and "
+                "the naive job once more on the same records without malformed ones"
+            ),
+            "timers": TIMER_METHODS,
+            "sides": SIDE_METHODS,
+            "memory": (
+                "streams: VmHWM of the driver JVM and of the Python driver, reset (clear_refs 5) before each "
+                "measurement, the highest of the rounds; producers: the peak RSS (ru_maxrss) of the side's own "
+                f"process; {MEMORY_KEY}: the project's less the kafka-python loop's, round by round"
+            ),
+            "load": "load_1m of each round: the machine's 1-minute load average as the side started",
         },
         "producer": {},
         "stream": {},
+        "stream_clean": {},
+        "workload": {},
         "files_per_million_records": {"pipeline": {}, "naive_job": {}},
     }
     try:
@@ -748,50 +1058,66 @@ def main(argv: Optional[List[str]] = None) -> int:
         results["versions"] = versions(spark)
         bootstrap = broker.bootstrap_servers
 
-        # Warm-up: the connector's classes, the JIT and Python's imports, on a small topic.
+        clock = query_clock()
+        spark.streams.addListener(clock)
+
+        # The warm-up round: every side once, alike (the JIT, the connector's classes, Python's
+        # imports, the broker's and the page cache), on a small topic of the same workload.
+        warm = 1000
         create_topic(bootstrap, "warm-up", args.partitions)
-        producer_project(bootstrap, "warm-up", 1000, args.partitions)
-        for name in ("spark_noop_read", "pipeline"):
-            STREAMS[name](spark, bootstrap, "warm-up", work / "warm-up" / name)
+        load_workload(bootstrap, "warm-up", warm, args.malformed)
+        say("warm-up round: every producer and every stream reader once")
+        for name in PRODUCERS:
+            measure_producer(name, bootstrap, f"warm-up-{name.replace('_', '-')}", warm, args.partitions)
+        for name in STREAMS:
+            measure_stream(name, spark, bootstrap, "warm-up", work / "warm-up" / name, peaks, clock)
 
         for size in sizes:
-            produced: Dict[str, Any] = {}
-            for name, produce in PRODUCERS.items():
-                topic = f"n{size}-{name.replace('_', '-')}"
-                create_topic(bootstrap, topic, args.partitions)
-                say(f"N={size:,}: producer {name}")
-                with peaks.measure() as window:
-                    started = time.perf_counter()
-                    produce(bootstrap, topic, size, args.partitions)
-                    seconds = time.perf_counter() - started
-                on_topic = topic_size(bootstrap, topic)
-                if on_topic != size:
-                    raise RuntimeError(f"{name} left {on_topic} records on {topic}, not {size}")
-                produced[name] = {
-                    "seconds": round(seconds, 3), "records_per_s": round(size / seconds, 1), "peak_rss_mb": window.result,
-                }
-                say(f"  {size / seconds:,.0f} records/s")
-            results["producer"][str(size)] = produced
+            produced: Dict[str, List[Dict[str, Any]]] = {name: [] for name in PRODUCERS}
+            for round_index in range(args.repeats):
+                for name in in_turn(PRODUCERS, round_index):
+                    topic = f"n{size}-r{round_index}-{name.replace('_', '-')}"
+                    run = measure_producer(name, bootstrap, topic, size, args.partitions)
+                    produced[name].append(run)
+                    say(f"N={size:,} round {round_index + 1}: producer {name}: {size / run['call_seconds']:,.0f} records/s")
+            results["producer"][str(size)] = {name: summarize("producer", produced[name], size) for name in PRODUCERS}
 
-            topic = f"n{size}-project"
-            streamed: Dict[str, Any] = {}
-            for name, read in STREAMS.items():
-                say(f"N={size:,}: stream {name}")
-                with peaks.measure() as window:
-                    started = time.perf_counter()
-                    outcome = read(spark, bootstrap, topic, work / f"n{size}" / name)
-                    seconds = time.perf_counter() - started
-                if outcome["rows"] != size:
-                    raise RuntimeError(f"{name} went through {outcome['rows']} rows of {topic}, not {size}")
-                streamed[name] = {
-                    "seconds": round(seconds, 3), "records_per_s": round(size / seconds, 1),
-                    "peak_rss_mb": window.result, **outcome,
-                }
-                if name in results["files_per_million_records"]:
-                    results["files_per_million_records"][name][str(size)] = round(outcome["files"] * 1_000_000 / size, 2)
-                say(f"  {size / seconds:,.0f} records/s")
-            results["stream"][str(size)] = streamed
-            shutil.rmtree(work / f"n{size}", ignore_errors=True)
+            topic = f"n{size}-stream"
+            create_topic(bootstrap, topic, args.partitions)
+            malformed = load_workload(bootstrap, topic, size, args.malformed)
+            results["workload"][str(size)] = {"records": size, "malformed": malformed}
+            streamed: Dict[str, List[Dict[str, Any]]] = {name: [] for name in STREAMS}
+            for round_index in range(args.repeats):
+                for name in in_turn(STREAMS, round_index):
+                    folder = work / f"n{size}" / f"r{round_index}-{name}"
+                    run = measure_stream(name, spark, bootstrap, topic, folder, peaks, clock)
+                    if run["rows"] != size:
+                        raise RuntimeError(f"{name} went through {run['rows']} rows of {topic}, not {size}")
+                    if name in ("pipeline", "kafka_python_consumer", "confluent_consumer") and run["rejected"] != malformed:
+                        raise RuntimeError(f"{name} rejected {run['rejected']} rows of {topic}, not the {malformed} malformed")
+                    streamed[name].append(run)
+                    shutil.rmtree(folder, ignore_errors=True)
+                    say(f"N={size:,} round {round_index + 1}: stream {name}: {size / run['query_seconds']:,.0f} records/s")
+            results["stream"][str(size)] = {name: stream_summary(streamed[name], size) for name in STREAMS}
+            for name in results["files_per_million_records"]:
+                files = streamed[name][-1]["files"]
+                results["files_per_million_records"][name][str(size)] = round(files * 1_000_000 / size, 2)
+
+            topic = f"n{size}-clean"
+            create_topic(bootstrap, topic, args.partitions)
+            load_workload(bootstrap, topic, size, 0.0)
+            clean: Dict[str, List[Dict[str, Any]]] = {name: [] for name in CLEAN_SIDES}
+            for round_index in range(args.repeats):
+                for name in in_turn(CLEAN_SIDES, round_index):
+                    folder = work / f"n{size}" / f"clean-r{round_index}-{name}"
+                    run = measure_stream(name, spark, bootstrap, topic, folder, peaks, clock)
+                    if run["rows"] != size or run["rejected"]:
+                        raise RuntimeError(f"{name} went through {run['rows']} rows of {topic} ({run['rejected']} rejected)")
+                    clean[name].append(run)
+                    shutil.rmtree(folder, ignore_errors=True)
+                    say(f"N={size:,} round {round_index + 1}: stream {name}, no malformed records: "
+                        f"{size / run['query_seconds']:,.0f} records/s")
+            results["stream_clean"][str(size)] = {name: stream_summary(clean[name], size) for name in CLEAN_SIDES}
 
         say(f"latency: {args.latency_rate:g} records/s for {args.latency_seconds:g}s, trigger {args.trigger_seconds:g}s")
         results["latency"] = latency_phase(spark, bootstrap, work / "latency", args, peaks)
@@ -814,18 +1140,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         say(f"  {results['demo']['steps_s']}")
 
     largest = max(sizes)
+    results["ratios"] = {str(size): ratios(results, size) for size in sizes}
     results["ratio_records"] = largest
-    results.update(ratios(results, largest))
+    for key, figures in results["ratios"][str(largest)].items():
+        results[key] = figures["median"]
+        results[f"{key}_range"] = figures["range"]
+    p99 = results["latency"].get("p99_s")
+    results[LATENCY_RATIO_KEY] = round(p99 / results["latency"]["trigger_seconds"], 3) if p99 else None
     results["targets"] = {key: target for key, (*_, target) in RATIO_KEYS.items() if target}
+    results["targets"][MEMORY_KEY] = MEMORY_TARGET
     results["targets"][LATENCY_RATIO_KEY] = LATENCY_TARGET
     results["bench_seconds"] = round(time.perf_counter() - bench_started, 1)
+    results["load_average"]["end"] = [round(load, 2) for load in os.getloadavg()]
+    # Other scripts keep their own keys in this file (bench/soak.py's soak): leave them be.
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    results.update({key: value for key, value in previous.items() if key not in results})
     out.write_text(json.dumps(results, indent=2) + "\n")
     charts(results, out.parent)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     say(f"wrote {out}, {out.parent / 'throughput.png'}, {out.parent / 'latency.png'}")
-    for key in [*RATIO_KEYS, LATENCY_RATIO_KEY]:
-        say(f"{key} = {results[key]} (target {results['targets'].get(key, 'none')}) at N={largest:,}")
+    for key in [*ratio_keys(), LATENCY_RATIO_KEY]:
+        spread_text = f", range {results[key + '_range']}" if key + "_range" in results else ""
+        say(f"{key} = {results[key]}{spread_text} (target {results['targets'].get(key, 'none')}) at N={largest:,}")
     return 0
 
 

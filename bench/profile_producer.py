@@ -3,9 +3,12 @@ on a broker of its own: what the tuning of ``pipeline_lib/producer.py`` rests on
 
     python bench/profile_producer.py --records 50000            # rates of each variant, then a profile
     python bench/profile_producer.py --variant linger_ms=20,batch_size=262144 --profile
+    python bench/profile_producer.py --bootstrap-servers 127.0.0.1:9092 --records 200000 --rounds 5 \
+        --variant "" --variant linger_ms=default,batch_size=default    # alternating, median and range
 
 Every variant keeps acks=all and idempotence (they are fixed in send_records); a variant only
-overrides the KafkaProducer arguments it names. Rates are records/s, first send to last ack.
+overrides the KafkaProducer arguments it names, and ``name=default`` leaves that argument to
+kafka-python's own default. Rates are records/s, first send to last ack.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import cProfile
 import io
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +34,7 @@ from pipeline_lib.producer import load_producer_config, send_records  # noqa: E4
 
 VARIANTS = [
     "",
+    "linger_ms=default,batch_size=default",
     "linger_ms=5",
     "linger_ms=20,batch_size=262144",
     "linger_ms=20,batch_size=262144,compression_type=gzip",
@@ -37,11 +42,15 @@ VARIANTS = [
 ]
 
 
+# An override's value that removes the argument, so kafka-python's default applies.
+DEFAULT = object()
+
+
 def parse_variant(text: str) -> Dict[str, Any]:
     settings: Dict[str, Any] = {}
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
-        settings[name] = int(value) if value.isdigit() else value
+        settings[name] = DEFAULT if value == "default" else int(value) if value.isdigit() else value
     return settings
 
 
@@ -49,7 +58,8 @@ def run(bootstrap: str, topic: str, records: int, overrides: Dict[str, Any], pro
     real = producer_module.KafkaProducer
 
     def with_overrides(**kwargs: Any):
-        return real(**{**kwargs, **overrides})
+        merged = {**kwargs, **overrides}
+        return real(**{name: value for name, value in merged.items() if value is not DEFAULT})
 
     producer_module.KafkaProducer = with_overrides
     config = load_producer_config(
@@ -79,19 +89,40 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--variant", action="append", help="name=value,... of KafkaProducer arguments (repeatable)")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions of each variant")
+    parser.add_argument("--rounds", type=int, default=1, help="run the variants in turn this many times")
+    parser.add_argument("--bootstrap-servers", help="a running broker to use instead of one of its own")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="profile-producer-"))
-    broker = LocalKafka(work / "kafka", port=free_port())
-    broker.start()
+    broker = None
+    if args.bootstrap_servers:
+        bootstrap = args.bootstrap_servers
+    else:
+        broker = LocalKafka(Path(tempfile.mkdtemp(prefix="profile-producer-")) / "kafka", port=free_port())
+        broker.start()
+        bootstrap = broker.bootstrap_servers
+    variants = args.variant or VARIANTS
+    rates: Dict[str, List[float]] = {variant: [] for variant in variants}
+    # Each topic is new: a run never appends to the log of another.
+    prefix = f"profile-{os.getpid()}-{time.time_ns()}"
     try:
-        run(broker.bootstrap_servers, "warm-up", 1000, {}, False)
-        for index, variant in enumerate(args.variant or VARIANTS):
-            rate = run(broker.bootstrap_servers, f"variant-{index}", args.records, parse_variant(variant), args.profile)
-            print(f"{variant or 'as in producer.py':55s} {rate:10,.0f} records/s", flush=True)
+        run(bootstrap, f"{prefix}-warm-up", 1000, {}, False)
+        for round_number in range(args.rounds):
+            # Variants alternate within a round, so a slower moment of a shared machine hits each alike.
+            for index, variant in enumerate(variants):
+                topic = f"{prefix}-{round_number}-{index}"
+                rate = run(bootstrap, topic, args.records, parse_variant(variant), args.profile)
+                rates[variant].append(rate)
+                print(f"{variant or 'as in producer.py':55s} {rate:10,.0f} records/s", flush=True)
+        if args.rounds > 1:
+            for variant, figures in rates.items():
+                print(
+                    f"{variant or 'as in producer.py':55s} median {statistics.median(figures):10,.0f} records/s "
+                    f"(range {min(figures):,.0f}-{max(figures):,.0f}, {len(figures)} runs)"
+                )
         if not args.variant and not args.profile:
-            run(broker.bootstrap_servers, "profile", args.records, {}, True)
+            run(bootstrap, f"{prefix}-profile", args.records, {}, True)
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
     return 0
 
 

@@ -1,7 +1,7 @@
-"""Write the README's benchmark tables from bench/results.json, between the markers of its
-"## Benchmark" section; nothing else of the README changes.
+"""Write the benchmark tables of docs/benchmarks.md from bench/results.json, between its
+markers; nothing else of the page changes.
 
-    python bench/readme_table.py [--results bench/results.json] [--readme README.md] [--check]
+    python bench/readme_table.py [--results bench/results.json] [--readme docs/benchmarks.md] [--check]
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +18,15 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_suite import LATENCY_RATIO_KEY, PRODUCER_LABELS, RATIO_KEYS, STREAM_LABELS  # noqa: E402
+from bench.bench_suite import (  # noqa: E402
+    LATENCY_RATIO_KEY,
+    MEMORY_KEY,
+    PRODUCER_LABELS,
+    RATIO_KEYS,
+    STREAM_LABELS,
+    TIMERS,
+    timer_key,
+)
 
 START = "<!-- bench-table:start (bench/readme_table.py writes this part from bench/results.json) -->"
 END = "<!-- bench-table:end -->"
@@ -35,6 +44,15 @@ def met(value: Optional[float], target: Optional[str]) -> str:
     return "met" if ok else "missed"
 
 
+def with_range(figures: Optional[Dict[str, Any]], digits: int, median: str = "median", spread: str = "range") -> str:
+    """``median (lowest-highest)`` of a figure's rounds (``lowest to highest`` when below zero)."""
+    if not figures or figures.get(median) is None:
+        return "-"
+    low, high = figures[spread]
+    between = " to " if low < 0 else "-"
+    return f"{number(figures[median], digits)} ({number(low, digits)}{between}{number(high, digits)})"
+
+
 def table(header: List[str], rows: List[List[str]]) -> List[str]:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -44,38 +62,71 @@ def render(results: Dict[str, Any]) -> str:
     machine, versions = results["machine"], results["versions"]
     sizes = results["settings"]["sizes"]
     at = results["ratio_records"]
+    load = results.get("load_average", {})
+    busy = (
+        f" The machine's load average (1, 5, 15 minutes) was {', '.join(f'{v:.1f}' for v in load['start'])} at the start "
+        f"and {', '.join(f'{v:.1f}' for v in load['end'])} at the end."
+        if load
+        else ""
+    )
     lines = [
         f"Measured by `make bench` on {results['date'][:10]} ({results['date']}), on {machine['cores']} cores "
         f"({machine['cpu']}) and {machine['memory_gib']:g} GiB; Spark {versions['spark']}, Kafka {versions['kafka']}, "
         f"kafka-python {versions['kafka_python']}, confluent-kafka {versions['confluent_kafka']} "
         f"(librdkafka {versions['librdkafka']}); {results['settings']['partitions']} partitions; "
-        f"the whole run took {results['bench_seconds'] / 60:.1f} minutes.",
+        f"{results['repeats']} rounds of every comparison; the whole run took {results['bench_seconds'] / 60:.1f} minutes.{busy}",
         "",
-        f"Ratios (ours / theirs), at N = {at:,}:",
+        "Ratios (ours / theirs), the median of the rounds' own ratios (lowest-highest):",
         "",
     ]
     targets = results.get("targets", {})
+    by_size = results.get("ratios", {})
     rows = []
-    for key in [*RATIO_KEYS, LATENCY_RATIO_KEY]:
-        rows.append([f"`{key}`", number(results.get(key), 2), targets.get(key, "-"), met(results.get(key), targets.get(key))])
-    lines += table(["ratio", "value", "target", ""], rows)
+    for key, (section, *_) in RATIO_KEYS.items():
+        for index, timer in enumerate(TIMERS[section]):
+            name = key if index == 0 else timer_key(key, timer)
+            target = targets.get(name)
+            cells = [with_range(by_size.get(str(size), {}).get(name), 2) for size in sizes]
+            rows.append([f"`{name}`", timer, *cells, target or "-", met(results.get(name), target)])
+    memory = [with_range(by_size.get(str(size), {}).get(MEMORY_KEY), 1) for size in sizes]
+    rows.append([f"`{MEMORY_KEY}`", "peak RSS, MB", *memory, targets.get(MEMORY_KEY, "-"), met(results.get(MEMORY_KEY), targets.get(MEMORY_KEY))])
+    latency_cells = ["-"] * (len(sizes) - 1) + [number(results.get(LATENCY_RATIO_KEY), 2)]
+    latency_target = targets.get(LATENCY_RATIO_KEY)
+    rows.append([f"`{LATENCY_RATIO_KEY}`", "one run", *latency_cells, latency_target or "-", met(results.get(LATENCY_RATIO_KEY), latency_target)])
+    lines += table(["ratio", "timer", *[f"N = {size:,}" for size in sizes], "target", f"at N = {at:,}"], rows)
 
-    lines += ["", "Stream throughput, records/s (first offset to last row committed, available-now):", ""]
-    lines += table(
-        ["", *[f"N = {size:,}" for size in sizes]],
-        [
-            [label, *[number(results["stream"].get(str(size), {}).get(name, {}).get("records_per_s")) for size in sizes]]
-            for name, label in STREAM_LABELS.items()
-        ],
-    )
-    lines += ["", "Producer throughput, records/s (first send to last acknowledgement):", ""]
-    lines += table(
-        ["", *[f"N = {size:,}" for size in sizes]],
-        [
-            [label, *[number(results["producer"].get(str(size), {}).get(name, {}).get("records_per_s")) for size in sizes]]
-            for name, label in PRODUCER_LABELS.items()
-        ],
-    )
+    def throughput(section: str, name: str, size: int) -> str:
+        figures = results.get(section, {}).get(str(size), {}).get(name)
+        return with_range(figures, 0, "records_per_s", "records_per_s_range")
+
+    share = results["settings"].get("malformed_share", 0)
+    lines += [
+        "",
+        f"Stream throughput, records/s, median (lowest-highest), by the query's own clock (available-now; "
+        f"{share:.0%} of the records malformed):",
+        "",
+    ]
+    stream_rows = [[label, *[throughput("stream", name, size) for size in sizes]] for name, label in STREAM_LABELS.items()]
+    stream_rows += [
+        [f"{STREAM_LABELS[name]}, no malformed records", *[throughput("stream_clean", name, size) for size in sizes]]
+        for name in ("pipeline", "naive_job")
+    ]
+    lines += table(["", *[f"N = {size:,}" for size in sizes]], stream_rows)
+    lines += [
+        "",
+        "Producer throughput, records/s, median (lowest-highest), in the producer's process from the call to "
+        "the last acknowledgement; its peak RSS, MB:",
+        "",
+    ]
+    producer_rows = [[label, *[throughput("producer", name, size) for size in sizes]] for name, label in PRODUCER_LABELS.items()]
+    for name, label in PRODUCER_LABELS.items():
+        peaks = []
+        for size in sizes:
+            runs = results["producer"].get(str(size), {}).get(name, {}).get("runs") or []
+            values = [run["peak_rss_mb"] for run in runs]
+            peaks.append(with_range({"median": statistics.median(values), "range": [min(values), max(values)]}, 0) if values else "-")
+        producer_rows.append([f"{label}: peak RSS", *peaks])
+    lines += table(["", *[f"N = {size:,}" for size in sizes]], producer_rows)
     latency = results.get("latency", {})
     memory = results.get("memory", {}).get("peak_rss_mb", {})
     pipeline_peak = results["stream"].get(str(at), {}).get("pipeline", {}).get("peak_rss_mb", {})
@@ -124,14 +175,14 @@ def render(results: Dict[str, Any]) -> str:
 def replace_between_markers(readme: str, body: str) -> str:
     start, end = readme.find(START), readme.find(END)
     if start < 0 or end < start:
-        raise SystemExit(f"README has no {START} ... {END} markers in its ## Benchmark section")
+        raise SystemExit(f"the page has no {START} ... {END} markers")
     return readme[: start + len(START)] + "\n" + body + "\n" + readme[end:]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
-    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    parser.add_argument("--readme", default=str(ROOT / "docs" / "benchmarks.md"), help="the page with the markers")
     parser.add_argument("--check", action="store_true", help="print the tables, change nothing")
     args = parser.parse_args(argv)
     body = render(json.loads(Path(args.results).read_text()))
@@ -141,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     readme = Path(args.readme)
     # Read, replace and rename at once: other sections may be edited by others meanwhile.
     text = replace_between_markers(readme.read_text(), body)
-    handle, temporary = tempfile.mkstemp(dir=readme.parent, prefix=".README.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=readme.parent, prefix=".benchmarks.", suffix=".tmp")
     with os.fdopen(handle, "w") as out:
         out.write(text)
     os.chmod(temporary, readme.stat().st_mode & 0o777)

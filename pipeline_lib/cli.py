@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import KAFKA_ENVIRONMENT
-from pipeline_lib.reports import kestra_outputs
+from pipeline_lib.reports import kestra_outputs, offsets_text
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -106,6 +107,19 @@ def _stream_flags() -> Dict[str, Dict[str, Any]]:
         "--starting-offsets": dict(
             dest="source.starting_offsets", metavar="WHERE", help="earliest (default) or latest"
         ),
+        "--starting-timestamp": dict(
+            dest="source.starting_timestamp",
+            metavar="TIME",
+            help="in place of --starting-offsets: each partition from its first record at or after TIME "
+            "(epoch milliseconds or ISO-8601, UTC unless it names its zone; no such record: from its end); "
+            "a new checkpoint only, a resumed one goes on from its own offsets",
+        ),
+        "--on-data-loss": dict(
+            dest="source.on_data_loss",
+            metavar="MODE",
+            help="offsets the checkpoint had not read but Kafka's retention deleted: fail (default; one line "
+            "naming them, exit 1) or skip them (counted in the summary)",
+        ),
         "--max-offsets-per-trigger": dict(
             dest="source.max_offsets_per_trigger",
             type=int,
@@ -126,11 +140,32 @@ def _stream_flags() -> Dict[str, Dict[str, Any]]:
         "--quarantine": dict(
             dest="quarantine.path", metavar="DIR", help="folder of rejected records, JSON lines (default quarantine)"
         ),
+        "--quarantine-topic": dict(
+            dest="quarantine.topic",
+            metavar="NAME",
+            help="in place of --quarantine: rejected records to this Kafka topic, keyed <topic>-<partition>-<offset>",
+        ),
         "--checkpoint": dict(
             dest="checkpoint", metavar="DIR", help="the query's checkpoint folder (default checkpoint)"
         ),
-        "--trigger": dict(dest="trigger", metavar="WHEN", help="available-now (default), once, processing-time=5s"),
+        "--trigger": dict(
+            dest="trigger",
+            metavar="WHEN",
+            help="available-now (default), once, processing-time=5s, real-time[=5m] (Kafka to Kafka, record by "
+            "record; the interval is how often it checkpoints)",
+        ),
+        "--schema": dict(
+            dest="schema",
+            metavar="DDL",
+            help="the records' fields in Spark's DDL, 'order_id long, amount decimal(10,2)' (default: the seed's)",
+        ),
         "--show": dict(dest="show", type=int, metavar="N", help="print up to N output rows after the run"),
+        "--metrics-port": dict(
+            dest="metrics_port",
+            type=int,
+            metavar="PORT",
+            help="serve Prometheus metrics on 127.0.0.1:PORT/metrics while the job runs",
+        ),
         "--metrics-file": dict(
             dest="metrics_file", metavar="PATH", help="append one JSON object per batch, and one for the run's summary"
         ),
@@ -206,8 +241,15 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
                     _say(line)
             return 0
         overrides = _overrides(args, flags)
+        if overrides.get("quarantine.topic") is not None:
+            if overrides.get("quarantine.path") is not None:
+                raise ConfigError("--quarantine-topic", "and --quarantine both name the quarantine: give one")
+            overrides["quarantine.format"] = "kafka"
         show = overrides.pop("show")
         metrics_file = overrides.pop("metrics_file")
+        metrics_port = overrides.pop("metrics_port")
+        if metrics_port is not None and not 0 < metrics_port < 65536:
+            raise ConfigError("--metrics-port", f"must be a port number, 1 to 65535, got {metrics_port}")
         if show is not None and show < 0:
             raise ConfigError("--show", f"must be 0 or more, got {show}")
         config = load_pipeline_config(args.config, overrides)
@@ -234,6 +276,8 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
         for line in plan.lines():
             _say(line)
         return 0
+    if plan.offsets_lost:
+        _say(f"skipping offsets deleted by retention before this job read them: {offsets_text(plan.offsets_lost)}")
 
     from pipeline_lib.reports import ConsoleListener, JsonLinesListener, KestraOutputs, Listener
     from pipeline_lib.run import run
@@ -242,6 +286,13 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
 
     stop = StopRequest()
     listeners: List[Listener] = [ConsoleListener(_say), KestraOutputs()]
+    if metrics_port is not None:
+        from pipeline_lib.prometheus import PrometheusListener
+
+        try:
+            listeners.append(PrometheusListener(metrics_port))
+        except OSError as error:
+            return _fail(EXIT_CONFIG, f"--metrics-port: cannot serve on 127.0.0.1:{metrics_port}: {error.strerror}")
     try:
         if metrics_file:
             listeners.append(JsonLinesListener(metrics_file))
@@ -254,11 +305,13 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
             held = config.output.read(spark)
             held.orderBy(*held.columns[:1]).transform(with_plain_decimals).show(show, truncate=False)
     except (PipelineError, PySparkException, Py4JJavaError, OSError) as error:
-        return _fail(EXIT_FAILED, one_line(error))
+        from pipeline_lib.sources.kafka import data_loss_error
+
+        mapped = data_loss_error(error) or storage_error(error, _run_folders(config))
+        return _fail(EXIT_FAILED, one_line(mapped or error))
     finally:
         for listener in listeners:
-            if isinstance(listener, JsonLinesListener):
-                listener.close()
+            listener.close()
     return stop.exit_code if stop.event.is_set() else 0
 
 
@@ -273,3 +326,57 @@ def one_line(error: BaseException) -> str:
     causes = [line for line in lines if not line.startswith("at ") and "Exception" in line and ":" in line]
     text = causes[-1] if causes else (lines[0] if lines else "")
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class StorageError(PipelineError):
+    """A folder of the run could not be written: its file system is full, or read-only."""
+
+
+# What the JVM (Hadoop, Spark) says of each condition; how the line says it, and what to do.
+_STORAGE_CONDITIONS = {
+    "No space left on device": ("no space is left on the file system of {folder}", "free space there"),
+    "Read-only file system": ("{folder} is on a read-only file system", "make it writable"),
+}
+
+
+def _run_folders(config: Any) -> Dict[str, str]:
+    """The folders a stream run writes, each as the line names it."""
+    folders = {"checkpoint folder": config.checkpoint}
+    for name, sink in (("output", config.output), ("quarantine", config.quarantine)):
+        if sink.location:
+            folders[f"{name} folder"] = sink.location
+    return folders
+
+
+def storage_error(error: BaseException, folders: Dict[str, str]) -> Optional[StorageError]:
+    """``error`` as one line naming the folder of ``folders`` (name -> path) whose file system
+    is full or read-only, caused by ``error``; None for any other error.
+
+    >>> storage_error(OSError("Task failed while writing rows to file:/data/out/_staging/batch-4.\\n"
+    ...     "Caused by: java.io.IOException: No space left on device"), {"output folder": "/data/out"})
+    StorageError('no space is left on the file system of output folder /data/out (writing \
+/data/out/_staging/batch-4): free space there and run the job again; it goes on from its last committed batch')
+    """
+    text = str(error)
+    found = [condition for marker, condition in _STORAGE_CONDITIONS.items() if marker in text]
+    if not found:
+        return None
+    words, remedy = found[0]
+    local = {name: path.removeprefix("file:") for name, path in folders.items()}
+    roots = {name: os.path.abspath(path) for name, path in local.items() if "://" not in path}
+    folder, written = _folder_written(text, roots)
+    then = "run the job again; it goes on from its last committed batch"
+    mapped = StorageError(f"{words.format(folder=folder)}{written}: {remedy} and {then}")
+    mapped.__cause__ = error
+    return mapped
+
+
+def _folder_written(text: str, roots: Dict[str, str]) -> Tuple[str, str]:
+    """The folder of ``roots`` that the first path of theirs in ``text`` lies in (``name path``)
+    and ``" (writing <that path>)"``; every folder and "" when ``text`` names none of them."""
+    for path in (match.rstrip(".:") for match in re.findall(r"(?:file:)?(/[^\s'\"(),;]+)", text)):
+        owners = [name for name, root in roots.items() if path == root or path.startswith(root + os.sep)]
+        if owners:
+            name = max(owners, key=lambda owner: len(roots[owner]))  # the innermost, were folders nested
+            return f"{name} {roots[name]}", f" (writing {path})"
+    return "a folder of the run (" + ", ".join(f"{name} {root}" for name, root in roots.items()) + ")", ""

@@ -13,9 +13,9 @@ import ssl
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Literal, Optional
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import NewTopic, OffsetSpec
+from kafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError
 from pydantic import Field, field_validator, model_validator
 
 from pipeline_lib.config import Settings
@@ -168,10 +168,12 @@ def connection_error(
     error: BaseException,
     refusal: Optional[str] = None,
     tls_failure: Optional["TlsFailure"] = None,
+    closed_on_login: bool = False,
 ) -> KafkaUnavailableError:
     """The error for a client that could not bootstrap: refused credentials when the broker
-    said so (``refusal``, its reason), a failed TLS handshake (``tls_failure``), otherwise a
-    broker that did not answer in time."""
+    said so (``refusal``, its reason), a failed TLS handshake (``tls_failure``), a login the
+    broker ended by closing the connection (``closed_on_login``), otherwise a broker that did
+    not answer in time."""
     if refusal is not None:
         return KafkaAuthenticationError(
             f"Kafka at {kafka.bootstrap_servers} refused the credentials of user "
@@ -179,12 +181,14 @@ def connection_error(
         )
     if tls_failure is not None:
         return KafkaTlsError(tls_failure.sentence(kafka))
-    login = ""
-    if kafka.sasl_mechanism:
-        # A broker may close the connection on a refused login before its reason arrives.
-        login = f"; if it is up, it refused the login of user {kafka.sasl_username!r} ({kafka.sasl_mechanism})"
+    if closed_on_login and kafka.sasl_mechanism:
+        # The broker answered, then closed the connection on the login before its reason arrived.
+        return KafkaAuthenticationError(
+            f"Kafka at {kafka.bootstrap_servers} refused the login of user {kafka.sasl_username!r} "
+            f"({kafka.sasl_mechanism}): it closed the connection without sending its reason"
+        )
     return KafkaUnavailableError(
-        f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}{login}"
+        f"cannot reach Kafka at {kafka.bootstrap_servers} within {timeout:g}s: {describe(error)}"
     )
 
 
@@ -214,13 +218,19 @@ class TlsFailure:
         return self.code in _SERVER_NOT_TRUSTED
 
     def sentence(self, kafka: KafkaSettings) -> str:
+        if self.server_not_trusted and "mismatch" in self.text:
+            # OpenSSL's "Hostname mismatch" or "IP address mismatch": a trusted certificate, of another host.
+            return (
+                f"the TLS certificate of Kafka at {kafka.bootstrap_servers} does not name the host in "
+                f"bootstrap_servers ({self.text})"
+            )
         if self.server_not_trusted:
             trust = (
                 f"the CA in ssl_cafile {kafka.ssl_cafile}" if kafka.ssl_cafile else "the system's CAs (no ssl_cafile)"
             )
             return (
                 f"the TLS certificate of Kafka at {kafka.bootstrap_servers} is not trusted: it is not signed by "
-                f"{trust}, or does not name that host ({self.text})"
+                f"{trust} ({self.text})"
             )
         given = (
             f"ssl_certfile {kafka.ssl_certfile}"
@@ -243,12 +253,15 @@ class AuthenticationRefusals(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.reasons: List[str] = []
         self.tls_failures: List[TlsFailure] = []
+        self.closed_by_broker = False  # a connection made, then closed by the other side
 
     def emit(self, record: logging.LogRecord) -> None:
         for argument in record.args if isinstance(record.args, tuple) else ():
             if isinstance(argument, SaslAuthenticationFailedError):
                 # "[Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError: <broker's words>"
                 self.reasons.append(str(argument).strip().rsplit("SaslAuthenticationFailedError: ", 1)[-1])
+            elif isinstance(argument, KafkaConnectionError) and "socket disconnected" in str(argument):
+                self.closed_by_broker = True
             elif isinstance(argument, (KafkaError, ssl.SSLError)):
                 match = _SSL_REASON.search(str(argument))
                 if match and any(code in match.group(1) for code in _SERVER_NOT_TRUSTED + _CLIENT_REFUSED):
@@ -287,7 +300,9 @@ def admin_client(kafka: KafkaSettings, timeout: float) -> KafkaAdminClient:
                 **kafka.client_options(),
             )
         except KafkaError as error:
-            raise connection_error(kafka, timeout, error, refusals.reason, refusals.tls_failure) from None
+            raise connection_error(
+                kafka, timeout, error, refusals.reason, refusals.tls_failure, refusals.closed_by_broker
+            ) from None
 
 
 @contextmanager
@@ -308,6 +323,26 @@ def topic_exists(kafka: KafkaSettings, timeout: float) -> bool:
     """Whether ``kafka.topic`` exists; checks reachability and credentials on the way."""
     with _admin(kafka, timeout) as admin:
         return kafka.topic in admin.list_topics()
+
+
+def earliest_offsets(kafka: KafkaSettings, timeout: float) -> Dict[int, int]:
+    """The first offset each partition of ``kafka.topic`` still holds, by partition: the records
+    before it are gone (deleted by the topic's retention, or by a delete-records request).
+    A topic that does not exist has none."""
+    with _admin(kafka, timeout) as admin:
+        described = admin.describe_topics([kafka.topic])
+        partitions = [
+            TopicPartition(kafka.topic, entry["partition_index"])
+            for topic in described
+            if topic["name"] == kafka.topic and not topic["error_code"]
+            for entry in topic["partitions"]
+        ]
+        if not partitions:
+            return {}
+        found = admin.list_partition_offsets(
+            {partition: OffsetSpec.EARLIEST for partition in partitions}, timeout_ms=int(timeout * 1000)
+        )
+        return {partition.partition: found[partition].offset for partition in partitions}
 
 
 def ensure_topic(

@@ -9,19 +9,30 @@ a transform's SQL fits the rows) is checked by the plan (``pipeline_lib.plan``).
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from pydantic import PositiveInt
+from pydantic import PositiveInt, field_validator
+from pyspark.sql.types import StructType
 
 from pipeline_lib.config import Settings, parse, read_layers, require
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.kafka_client import KAFKA_ENVIRONMENT, KafkaSettings
-from pipeline_lib.schema import PROCESSED_COLUMNS
+from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS, schema_field_names
 from pipeline_lib.sinks import Sink, build_sink
+from pipeline_lib.sinks.kafka import KafkaSink
 from pipeline_lib.sources import Source, build_source
-from pipeline_lib.steps import Step
-from pipeline_lib.transforms import DEFAULT_MAX_PAYLOAD_BYTES, PARSE_STAGE, UnknownTransformError, get_transform
+from pipeline_lib.steps import Step, as_step
+from pipeline_lib.transforms import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MARKER_COLUMNS,
+    PARSE_STAGE,
+    TRANSFORMS,
+    UnknownTransformError,
+    get_transform,
+)
 from pipeline_lib.triggers import runs_until_stopped, spark_trigger
 
 OUTPUT = "output"
@@ -35,8 +46,16 @@ class TransformSpec:
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
 
-    def build(self) -> Step:
-        return get_transform(self.name, **self.options)
+    def build(self, schema: Optional[StructType] = None) -> Step:
+        """The step; a factory with a ``schema`` option that the configuration leaves unset (an
+        expectation's, for the payload of a row it quarantines) is given the record ``schema``."""
+        if schema is None or "schema" in self.options or "schema" not in _parameters(self.name):
+            return get_transform(self.name, **self.options)
+        return as_step(get_transform(self.name, **self.options, schema=schema), self.name, self.options)
+
+
+def _parameters(name: str) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(TRANSFORMS.get(name)).parameters
 
 
 @dataclass(frozen=True)
@@ -53,28 +72,43 @@ class PipelineConfig:
     trigger: str
     max_payload_bytes: int
     app_name: str
+    schema: Optional[str] = None  # the record schema in Spark's DDL; None: the seed's
+    required: Tuple[str, ...] = REQUIRED_FIELDS
 
     @property
     def sinks(self) -> Dict[str, Sink]:
         return {OUTPUT: self.output, QUARANTINE: self.quarantine}
 
 
-class _Sections(Settings):
-    """The top level of a pipeline configuration; each section is validated by its owner."""
+with warnings.catch_warnings():
+    # ``schema`` shadows BaseModel.schema, pydantic v1's deprecated method, which nothing calls;
+    # the setting keeps the name a user writes.
+    warnings.filterwarnings("ignore", 'Field name "schema"', UserWarning)
 
-    kafka: Dict[str, Any] = {}
-    source: Dict[str, Any] = {}
-    transforms: List[Any] = [{"name": "add_processed_value"}]
-    output: Dict[str, Any] = {}
-    quarantine: Dict[str, Any] = {}
-    checkpoint: str = "checkpoint"
-    trigger: str = "available-now"
-    max_payload_bytes: PositiveInt = DEFAULT_MAX_PAYLOAD_BYTES
-    app_name: str = "simple-data-pipeline"
+    class _Sections(Settings):
+        """The top level of a pipeline configuration; each section is validated by its owner."""
+
+        kafka: Dict[str, Any] = {}
+        source: Dict[str, Any] = {}
+        transforms: List[Any] = [{"name": "add_processed_value"}]
+        output: Dict[str, Any] = {}
+        quarantine: Dict[str, Any] = {}
+        checkpoint: str = "checkpoint"
+        trigger: str = "available-now"
+        max_payload_bytes: PositiveInt = DEFAULT_MAX_PAYLOAD_BYTES
+        app_name: str = "simple-data-pipeline"
+        schema: Optional[str] = None  # type: ignore[assignment]  # the shadowing above
+        required: Optional[List[str]] = None
+
+        @field_validator("required", mode="before")
+        @classmethod
+        def _comma_separated(cls, value: Any) -> Any:
+            return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 DEFAULT_OUTPUT = {"format": "csv", "path": "output", "columns": list(PROCESSED_COLUMNS)}
-DEFAULT_QUARANTINE = {"format": "json", "path": "quarantine"}
+# A rejected row has no id: where it was read keys it on a topic, the same key when it is sent again.
+DEFAULT_QUARANTINE = {"format": "json", "path": "quarantine", "key": ["topic", "partition", "offset"]}
 
 
 def load_pipeline_config(
@@ -90,13 +124,30 @@ def load_pipeline_config(
     sections = parse(_Sections, read_layers(path, overrides, environ, KAFKA_ENVIRONMENT))
     kafka = parse(KafkaSettings, sections.kafka, "kafka")
     source = build_source(sections.source, kafka)
-    output = build_sink(sections.output, OUTPUT, DEFAULT_OUTPUT, kafka)
+    required = _required(sections.schema, sections.required)
+    # The seed's columns are its own; a user's schema writes its fields and what the transforms
+    # add, which the plan tells.
+    output_defaults = {key: value for key, value in DEFAULT_OUTPUT.items() if key != "columns" or not sections.schema}
+    output = build_sink(sections.output, OUTPUT, output_defaults, kafka)
     quarantine = build_sink(sections.quarantine, QUARANTINE, DEFAULT_QUARANTINE, kafka)
     require(
         quarantine.format != "csv",
         "quarantine.format",
-        "must not be csv: payloads could become spreadsheet formulas; use json or parquet",
+        "must not be csv: payloads could become spreadsheet formulas; use json or parquet, or kafka (a topic)",
     )
+    if isinstance(quarantine, KafkaSink):
+        if source.uses_kafka:
+            require(
+                quarantine.options.topic != kafka.topic,
+                "quarantine.topic",
+                f"must differ from the topic read ({kafka.topic}): rejected records would be read again",
+            )
+        if isinstance(output, KafkaSink):
+            require(
+                quarantine.options.topic != output.options.topic,
+                "quarantine.topic",
+                "must differ from output.topic: valid and rejected records would mix on one topic",
+            )
     if output.location and quarantine.location:
         require(
             output.location.rstrip("/") != quarantine.location.rstrip("/"),
@@ -120,7 +171,27 @@ def load_pipeline_config(
         trigger=sections.trigger,
         max_payload_bytes=sections.max_payload_bytes,
         app_name=sections.app_name,
+        schema=sections.schema,
+        required=required,
     )
+
+
+def _required(schema: Optional[str], required: Optional[List[str]]) -> Tuple[str, ...]:
+    """The required fields, checked against the schema's names; by default the seed's ``id`` and
+    ``value``, and none of a user's schema (a field absent or null is then accepted, as null)."""
+    if schema is None:
+        fields: Tuple[str, ...] = tuple(RECORD_SCHEMA.fieldNames())
+    else:
+        try:
+            fields = schema_field_names(schema)
+        except ValueError as error:
+            raise ConfigError("schema", str(error)) from error
+        clashes = [name for name in fields if name in MARKER_COLUMNS]
+        require(not clashes, "schema", f"fields {clashes} are names the parse stage uses for its marks")
+    names = tuple(required) if required is not None else REQUIRED_FIELDS if schema is None else ()
+    unknown = [name for name in names if name not in fields]
+    require(not unknown, "required", f"fields {unknown} are not in the schema; its fields: {', '.join(fields)}")
+    return names
 
 
 def _transform_specs(items: List[Any]) -> Tuple[TransformSpec, ...]:

@@ -7,8 +7,9 @@ import json
 import random
 import re
 import time
+from collections import Counter, deque
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
@@ -30,6 +31,10 @@ MAX_TRANSACTION_MS = 900_000
 MAX_RUN_SECONDS = 780
 RUN_HEADER = "pipeline-run-id"
 RUN_TAIL = 1000  # records per partition scanned for a run already committed
+# Records sent whose outcome is not counted yet, at most: memory stays the same for a thousand
+# records or ten million (a future kept per record to the end cost about half a kilobyte a
+# record), and the window is wider than what a healthy broker leaves unacknowledged at full speed.
+ACK_WINDOW = 20_000
 
 
 class ProducerConfig(Settings):
@@ -170,10 +175,16 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             request_timeout_ms=min(int(config.timeout * 1000) - 20, 30000),  # + linger_ms <= delivery
             max_block_ms=int(config.timeout * 1000),
             bootstrap_timeout_ms=int(config.timeout * 1000),
-            # Fewer, larger requests: +13-22% records/s in bench/profile_producer.py, where
-            # kafka-python's per-record send() dominates; gzip cost more than it saved.
+            # Fewer, larger requests, where kafka-python's per-record send() dominates: against
+            # kafka-python's defaults, a median +11% records/s in bench/profile_producer.py (5
+            # alternating pairs of 200,000; pair by pair -23% to +11% on a busy machine).
+            # lz4: kafka-python sums every byte of a batch (CRC-32C) in pure Python, and lz4
+            # leaves it a quarter of them: 12% less CPU a record over 100,000 records. Every
+            # reader of the topic decodes it (Spark's connector, kafka-python with the lz4
+            # package this project installs, librdkafka).
             linger_ms=20,
             batch_size=256 * 1024,
+            compression_type="lz4",
             client_id="pipeline-producer",
             **extra,
             **kafka.client_options(),
@@ -206,7 +217,8 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
     start_id = config.start_id if config.start_id is not None else highest + 1
     if transactional:
         return _send_transaction(config, producer, start_id, emit)
-    futures: List = []
+    outcomes = _Outcomes(start_id, config.timeout)
+    interrupted: Optional[KafkaError] = None
     interval = 1.0 / config.rate if config.rate else 0.0
     next_send = time.monotonic()
     try:
@@ -214,23 +226,137 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
             if interval:
                 next_send += interval
                 time.sleep(max(0.0, next_send - time.monotonic()))
-            futures.append(producer.send(kafka.topic, key=str(record["id"]).encode("utf-8"), value=encode(record)))
+            outcomes.add(producer.send(kafka.topic, key=str(record["id"]).encode("utf-8"), value=encode(record)))
         producer.flush(timeout=config.timeout)
     except KafkaError as error:
-        emit(f"send interrupted: {describe(error)}")
+        interrupted = error  # the records it kept from being sent or acknowledged are counted below
     finally:
         producer.close(timeout=5)
-    acknowledged = sum(1 for future in futures if future.succeeded())
-    if acknowledged < config.count:
-        failures = [future.exception for future in futures if future.failed()]
-        cause = describe(failures[0]) if failures else "not acknowledged in time"
-        raise ProduceError(
-            f"{config.count - acknowledged} of {config.count} records were not acknowledged "
-            f"by {kafka.topic} ({cause}); {acknowledged} were",
-            acknowledged,
-            config.count,
-        )
-    return acknowledged
+    outcomes.settle()
+    if outcomes.acknowledged < config.count:
+        raise ProduceError(_not_acknowledged(config, outcomes, interrupted), outcomes.acknowledged, config.count)
+    return outcomes.acknowledged
+
+
+class _Outcomes:
+    """The outcome of every record sent, counted in the order sent as the broker answers: at
+    most ``window`` futures are held, and a send beyond them waits for the oldest. Counted on
+    the sending thread alone; the records are those of consecutive ids from ``first_id``."""
+
+    def __init__(self, first_id: int, timeout: float, window: int = ACK_WINDOW):
+        self._pending: Deque[Any] = deque()
+        self._window = window
+        # The producer resolves every record within delivery_timeout_ms (the timeout):
+        # acknowledged, or failed once its retries ran out.
+        self._wait = timeout + 5
+        self.first_id = first_id
+        self.next_id = first_id  # the oldest record not counted yet
+        self.acknowledged = 0
+        self.missing: List[List[int]] = []  # ascending [first, last] ids of records not acknowledged
+        self.failures: Counter = Counter()  # records by the kind of error that failed them
+        self.examples: Dict[type, BaseException] = {}  # the first error of each kind
+
+    def add(self, future: Any) -> None:
+        pending = self._pending
+        pending.append(future)
+        while pending and pending[0].is_done:
+            self._count(pending.popleft())
+        if len(pending) > self._window:
+            try:
+                pending[0].get(timeout=self._wait)
+            except KafkaError:
+                pass  # a failed record is counted below; one still open stops the send
+            if not pending[0].is_done:
+                raise KafkaTimeoutError(f"a record was not answered within {self._wait:g}s")
+            while pending and pending[0].is_done:
+                self._count(pending.popleft())
+
+    def settle(self) -> None:
+        """Count what the broker answered since; a record still open was not acknowledged."""
+        while self._pending:
+            future = self._pending.popleft()
+            if future.is_done:
+                self._count(future)
+            else:
+                self._miss()
+
+    @property
+    def first_failure(self) -> Optional[BaseException]:
+        return next(iter(self.examples.values()), None)
+
+    def missing_ids(self, end: int) -> Iterator[int]:
+        """The ids before ``end`` not acknowledged, ascending: those counted so, then every one
+        not counted (never handed to the client)."""
+        for first, last in self.missing:
+            yield from range(first, last + 1)
+        yield from range(self.next_id, end)
+
+    def _count(self, future: Any) -> None:
+        error = future.exception
+        if error is None:
+            self.acknowledged += 1
+            self.next_id += 1
+            return
+        self.failures[type(error)] += 1
+        self.examples.setdefault(type(error), error)
+        self._miss()
+
+    def _miss(self) -> None:
+        if self.missing and self.missing[-1][1] == self.next_id - 1:
+            self.missing[-1][1] = self.next_id
+        else:
+            self.missing.append([self.next_id, self.next_id])
+        self.next_id += 1
+
+
+def _not_acknowledged(config: ProducerConfig, outcomes: _Outcomes, interrupted: Optional[KafkaError]) -> str:
+    """The one line of a send that left records unacknowledged: how many of how many, which
+    ids, the commonest reason among them (a broker's refusal such as NotEnoughReplicasError, or
+    a timeout) and how many were acknowledged."""
+    missing = config.count - outcomes.acknowledged
+    kinds = Counter(outcomes.failures)
+    examples = dict(outcomes.examples)
+    unexplained = missing - sum(kinds.values())  # never sent, or no answer: the interruption's
+    if interrupted is not None and unexplained:
+        kinds[type(interrupted)] += unexplained
+        examples.setdefault(type(interrupted), interrupted)
+    reason = _reason(examples[kinds.most_common(1)[0][0]]) if kinds else "no answer"
+    ids = _id_ranges(outcomes.missing_ids(outcomes.first_id + config.count))
+    return (
+        f"{missing} of {config.count} records were not acknowledged by {config.kafka.topic} within "
+        f"{config.timeout:g}s (ids {ids}; {reason}); {outcomes.acknowledged} were"
+    )
+
+
+def _reason(error: BaseException) -> str:
+    """``describe`` for kafka-python's errors, which put ``[Error <code>]`` before their name.
+
+    >>> from kafka.errors import NotEnoughReplicasError
+    >>> _reason(NotEnoughReplicasError("NOT_ENOUGH_REPLICAS"))
+    'NotEnoughReplicasError: NOT_ENOUGH_REPLICAS'
+    """
+    name = type(error).__name__
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = re.sub(rf"^(\[Error -?\d+\] )?{name}(: |$)", "", text)
+    return f"{name}: {text}" if text else name
+
+
+def _id_ranges(ids: Iterable[int], most: int = 3) -> str:
+    """Ascending ``ids`` as ranges, the first ``most`` of them.
+
+    >>> _id_ranges([4, 5, 6, 9, 11, 12])
+    '4-6, 9, 11-12'
+    >>> _id_ranges([1, 3, 5, 7], most=2)
+    '1, 3 and 2 ranges more'
+    """
+    ranges: List[List[int]] = []
+    for record_id in ids:
+        if ranges and record_id == ranges[-1][1] + 1:
+            ranges[-1][1] = record_id
+        else:
+            ranges.append([record_id, record_id])
+    shown = ", ".join(f"{low}-{high}" if high > low else str(low) for low, high in ranges[:most])
+    return shown + (f" and {len(ranges) - most} ranges more" if len(ranges) > most else "")
 
 
 def transactional_id(topic: str, run_id: str) -> str:
@@ -257,7 +383,7 @@ def _send_transaction(
     run_header = [(RUN_HEADER, str(config.run_id).encode("utf-8"))]
     interval = 1.0 / config.rate if config.rate else 0.0
     next_send = time.monotonic()
-    futures: List = []
+    outcomes = _Outcomes(start_id, config.timeout)
     try:
         producer.begin_transaction()
         for record in run_records(
@@ -266,15 +392,15 @@ def _send_transaction(
             if interval:
                 next_send += interval
                 time.sleep(max(0.0, next_send - time.monotonic()))
-            futures.append(
+            outcomes.add(
                 producer.send(
                     kafka.topic, key=str(record["id"]).encode("utf-8"), value=encode(record), headers=run_header
                 )
             )
         producer.flush(timeout=config.timeout)
-        if any(not future.succeeded() for future in futures):
-            failures = [future.exception for future in futures if future.failed()]
-            raise failures[0] if failures else KafkaTimeoutError("not acknowledged in time")
+        outcomes.settle()
+        if outcomes.acknowledged != config.count:
+            raise outcomes.first_failure or KafkaTimeoutError("not acknowledged in time")
         producer.commit_transaction()
     except KafkaError as error:
         try:

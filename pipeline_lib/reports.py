@@ -12,7 +12,7 @@ import json
 import os
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,18 @@ class PartitionOffsets:
     partition: int
     start: int
     end: int
+
+
+def offsets_text(offsets: Iterable[PartitionOffsets]) -> str:
+    """Offset ranges, partition by partition, as a sentence says them.
+
+    >>> offsets_text([PartitionOffsets("input-data", 0, 20, 30)])
+    'partition 0 offsets 20 to 29 (10)'
+    """
+    return ", ".join(
+        f"partition {part.partition} offsets {part.start} to {part.end - 1} ({part.end - part.start})"
+        for part in offsets
+    )
 
 
 @dataclass(frozen=True)
@@ -69,14 +81,16 @@ class BatchReport:
 
 @dataclass
 class RunSummary:
-    """What one run did: batches, rows written to the output and quarantined, and the
-    transforms' metrics (an expectation's violations) added up."""
+    """What one run did: batches, rows written to the output and quarantined, the transforms'
+    metrics (an expectation's violations) added up, and the offsets the run skipped because
+    Kafka's retention had deleted them before they were read (``on_data_loss: skip``)."""
 
     batches: int = 0
     written: int = 0
     quarantined: int = 0
     seconds: float = 0.0
     metrics: Dict[str, int] = field(default_factory=dict)
+    offsets_lost: int = 0
 
     def add(self, report: BatchReport) -> None:
         """Count ``report`` in, unless its batch was written before a restart."""
@@ -93,8 +107,14 @@ class RunSummary:
             self.metrics[label] = self.metrics.get(label, 0) + value
 
     def line(self) -> str:
+        """The console line.
+
+        >>> RunSummary(written=5, seconds=2.0, offsets_lost=10).line()
+        'done: 5 rows written, 0 quarantined in 2.0s; 10 offsets lost to retention'
+        """
         done = f"done: {self.written} rows written, {self.quarantined} quarantined in {self.seconds:.1f}s"
-        return done + metrics_text(self.metrics)
+        lost = f"; {self.offsets_lost} offsets lost to retention" if self.offsets_lost else ""
+        return done + lost + metrics_text(self.metrics)
 
     def as_dict(self) -> Dict[str, Any]:
         return {"type": "summary", **asdict(self)}
@@ -117,6 +137,9 @@ class Listener:
 
     def on_summary(self, summary: RunSummary) -> None:
         """Called once, when the run ends without an error."""
+
+    def close(self) -> None:
+        """Called once when the job ends, whatever happened: release files, ports."""
 
 
 class ConsoleListener(Listener):

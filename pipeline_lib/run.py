@@ -16,6 +16,10 @@ A plan whose steps keep state (an aggregation by event-time window with a waterm
 work one micro-batch at a time: it runs two queries, each with its own checkpoint, the parse and
 the steps applied to the stream itself, each query writing its sink the same way.
 
+A real-time plan (``pipeline_lib.realtime``) runs one query that Spark's own Kafka writer ends,
+record by record: no batch passes through the runner, whose reports come from the progress of
+each epoch Spark committed.
+
 The walk of a batch: :class:`BatchWriter` (Spark's ``foreachBatch``) -> :func:`deliver` per sink
 (ledger, write, commit, mark) -> a :class:`~pipeline_lib.reports.BatchReport` -> the main
 thread's :class:`_Dispatcher`, which adds the query's progress (Kafka offsets) and hands the
@@ -39,6 +43,7 @@ from pipeline_lib.checkpoint import claim_checkpoint
 from pipeline_lib.errors import PipelineError, StopRequested
 from pipeline_lib.pipeline import OUTPUT, QUARANTINE, PipelineConfig
 from pipeline_lib.plan import Plan, Query, make_plan
+from pipeline_lib.realtime import EpochReports, kafka_writer, records
 from pipeline_lib.reports import BatchReport, ConsoleListener, Listener, PartitionOffsets, RunSummary
 from pipeline_lib.sinks import Sink, ledger_for
 from pipeline_lib.steps import Step
@@ -62,13 +67,13 @@ def run(
     started = time.monotonic()
     for query in plan.queries:
         claim_checkpoint(query.checkpoint, {name: plan.sinks[name].location for name in query.sinks})
-    dispatcher = _Dispatcher(listeners)
+    dispatcher = _Dispatcher(listeners, EpochReports() if plan.real_time else None)
     writers = _writers(plan, dispatcher)
     streams = _streams(plan, spark)
     started_queries: Dict[str, StreamingQuery] = {}
     try:
         for query in plan.queries:
-            started_queries[query.name] = _start(plan, query, streams[query.name], writers[query.name])
+            started_queries[query.name] = _start(plan, query, streams[query.name], writers.get(query.name))
         _await(started_queries, dispatcher, stop_event)
     finally:
         for writer in writers.values():
@@ -84,6 +89,7 @@ def run(
         if error is not None and not refused:
             raise error
     dispatcher.summary.seconds = time.monotonic() - started
+    dispatcher.summary.offsets_lost = sum(part.end - part.start for part in plan.offsets_lost)
     for listener in listeners:
         listener.on_summary(dispatcher.summary)
     return dispatcher.summary
@@ -108,24 +114,35 @@ def _streams(plan: Plan, spark: SparkSession) -> Dict[str, DataFrame]:
     """What each query reads: the source itself, or, for a stateful plan, the parsed stream
     with the steps applied (output) and its rejects (quarantine)."""
     source = plan.config.source.read_stream(spark)
+    if plan.real_time:
+        return {plan.queries[0].name: records(plan.config, plan.schema, plan.steps, source)}
     if not plan.stateful:
         return {plan.queries[0].name: source}
-    parsed = source.transform(parse_json(max_bytes=plan.config.max_payload_bytes))
+    parsed = source.transform(
+        parse_json(plan.schema, required=plan.config.required, max_bytes=plan.config.max_payload_bytes)
+    )
     rows = parsed.transform(valid_records())
     for step in plan.steps:
         rows = rows.transform(step)
-    return {OUTPUT: rows, QUARANTINE: parsed.transform(quarantined_records())}
+    return {OUTPUT: rows, QUARANTINE: parsed.transform(quarantined_records(plan.schema))}
 
 
 def _writers(plan: Plan, dispatcher: "_Dispatcher") -> Dict[str, "_Guarded"]:
+    if plan.real_time:
+        return {}  # Spark writes each record itself; the reports come from its progress
     if not plan.stateful:
         return {plan.queries[0].name: BatchWriter(plan, dispatcher.add)}
     return {query.name: SinkWriter(query.name, plan.sinks[query.name], dispatcher.add) for query in plan.queries}
 
 
-def _start(plan: Plan, query: Query, stream: DataFrame, writer: "_Guarded") -> StreamingQuery:
-    """The one way a query of a plan starts: named, through its writer, with its checkpoint."""
-    writer_builder = stream.writeStream.queryName(query.name).foreachBatch(writer)
+def _start(plan: Plan, query: Query, stream: DataFrame, writer: Optional["_Guarded"]) -> StreamingQuery:
+    """The one way a query of a plan starts: named, through its writer (none in real-time mode:
+    Spark's Kafka writer), with its checkpoint."""
+    writer_builder = stream.writeStream.queryName(query.name)
+    if writer is None:
+        writer_builder = kafka_writer(plan.config, writer_builder)
+    else:
+        writer_builder = writer_builder.foreachBatch(writer)
     if plan.stateful:
         writer_builder = writer_builder.outputMode("append")  # a window once, when final
     return writer_builder.trigger(**plan.trigger).option("checkpointLocation", query.checkpoint).start()
@@ -214,7 +231,10 @@ class BatchWriter(_Guarded):
         if not pending:
             self.report(BatchReport(batch_id, skipped=True))
             return
-        parsed = batch.transform(parse_json(max_bytes=self.plan.config.max_payload_bytes))
+        config = self.plan.config
+        parsed = batch.transform(
+            parse_json(self.plan.schema, required=config.required, max_bytes=config.max_payload_bytes)
+        )
         # Counted on the way through the output's write when its sink reports Spark's observed
         # metrics, so that a batch without rejected rows (the usual case) is read and parsed
         # once. Another sink gets the parsed batch kept in memory, and the counts come from it.
@@ -275,11 +295,11 @@ class BatchWriter(_Guarded):
     def _rejected(self, parsed: DataFrame, batch_id: int) -> DataFrame:
         """The batch's rows for the quarantine: the parse's rejects, then those the steps
         rejected, in the same columns."""
-        rejected = parsed.transform(quarantined_records())
+        rejected = parsed.transform(quarantined_records(self.plan.schema))
         transformed, _ = _apply(self.plan.steps, parsed.transform(valid_records()), batch_id, observing=None)
         if ERROR_COLUMN not in transformed.columns:
             return rejected
-        later = transformed.transform(quarantined_records())
+        later = transformed.transform(quarantined_records(self.plan.schema))
         return rejected.unionByName(
             later.select(*[name for name in rejected.columns if name in later.columns]), allowMissingColumns=True
         )
@@ -360,8 +380,9 @@ class _Dispatcher:
     batch covered) and handed to the listeners in batch order, from the thread that runs the
     plan."""
 
-    def __init__(self, listeners: Sequence[Listener]):
+    def __init__(self, listeners: Sequence[Listener], epochs: Optional[EpochReports] = None):
         self.listeners = listeners
+        self.epochs = epochs  # a real-time query's reports, made from its progress
         self.summary = RunSummary()
         self._pending: List[BatchReport] = []
         self._lock = threading.Lock()
@@ -372,6 +393,10 @@ class _Dispatcher:
             self.summary.add(report)
 
     def dispatch(self, queries: Mapping[str, StreamingQuery], final: bool = False) -> None:
+        if self.epochs is not None:
+            for query in queries.values():
+                for report in self.epochs.new(query):
+                    self.add(report)
         with self._lock:
             pending, self._pending = self._pending, []
         if not pending:

@@ -16,14 +16,26 @@ Factories are registered by name so a pipeline configuration can list them
 from __future__ import annotations
 
 import inspect
-import logging
 from contextlib import contextmanager
 from functools import reduce
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from pyspark.errors import PySparkException
+from pyspark.logger import PySparkLogger
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import (
+    DataType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    FloatType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampNTZType,
+    TimestampType,
+)
 
 from pipeline_lib.registry import Registry, UnknownNameError
 from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS
@@ -111,7 +123,7 @@ def _json_path(field: str) -> str:
 def _rejection_cases(
     raw: Column,
     text: Column,
-    parsed: Column,
+    values: Mapping[str, Column],
     schema: StructType,
     required: Sequence[str],
     too_large: Column,
@@ -131,16 +143,45 @@ def _rejection_cases(
     for name in required:
         cases.append((~F.array_contains(keys, name), f"missing required field '{name}'"))
         cases.append(
-            (parsed[name].isNull() & F.get_json_object(text, _json_path(name)).isNull(), f"field '{name}' is null")
+            (values[name].isNull() & F.get_json_object(text, _json_path(name)).isNull(), f"field '{name}' is null")
         )
     for field in schema.fields:
         cases.append(
             (
-                parsed[field.name].isNull() & F.get_json_object(text, _json_path(field.name)).isNotNull(),
+                values[field.name].isNull() & F.get_json_object(text, _json_path(field.name)).isNotNull(),
                 f"field '{field.name}' is not a valid {field.dataType.simpleString()}",
             )
         )
     return cases
+
+
+def _read_as(field: StructField) -> DataType:
+    """The type ``from_json`` reads ``field`` as, for :func:`_field_value` to finish.
+
+    A timestamp is read as text: from_json takes a JSON number as whole epoch seconds, wrapping
+    around silently past the long range, and refuses a fractional one. A decimal is read with
+    every digit its integral part allows: from_json rounds 12.345 to 12.35 without a word.
+    """
+    kind = field.dataType
+    if isinstance(kind, TimestampType):
+        return StringType()
+    if isinstance(kind, DecimalType) and kind.precision < 38:
+        return DecimalType(38, 38 - kind.precision + kind.scale)
+    return kind
+
+
+def _field_value(field: StructField, read: Column, text: Column) -> Column:
+    """The value of ``field`` from what :func:`_read_as` read; null when it does not fit."""
+    kind = field.dataType
+    if isinstance(kind, TimestampType):
+        # Text that reads as a number is either a JSON number or a string of digits: a parse of
+        # the field alone as a double tells them apart, for these rows only.
+        number = F.from_json(text, StructType([StructField(field.name, DoubleType())]))[field.name]
+        return F.when(read.try_cast("double").isNull(), _iso_timestamp(read)).otherwise(_epoch_timestamp(number))
+    if isinstance(kind, DecimalType) and kind.precision < 38:
+        exact = read.try_cast(kind)
+        return F.when(exact == read, exact)
+    return read
 
 
 @register_transform("parse_json")
@@ -163,8 +204,10 @@ def parse_json(
     A row is rejected, with the first matching reason, when its payload is null, larger than
     ``max_bytes``, not UTF-8, empty, not JSON, a JSON array or scalar, lacks a ``required``
     field or has it null, or has a field whose JSON value does not fit the schema type
-    (``"75"`` or ``75.5`` for an integer, a number past the type's range). Unknown fields are
-    ignored.
+    (``"75"`` or ``75.5`` for an integer, a number past the type's range, 12.345 for a
+    ``decimal(10,2)``). A ``timestamp`` field takes ISO-8601 text (``2024-05-08T15:20:00.123Z``;
+    without an offset, in the session's time zone) or a JSON number of epoch seconds. Unknown
+    fields are ignored.
 
     >>> df = spark.createDataFrame([('{"id": 1, "value": 75}',), ('{"id": 2}',)], "value string")
     >>> df.transform(parse_json()).select("id", "value", "_error").show(truncate=False)
@@ -178,6 +221,7 @@ def parse_json(
     unknown_required = [name for name in required if name not in schema.fieldNames()]
     if unknown_required:
         raise ValueError(f"required fields {unknown_required} are not in the schema")
+    read_schema = StructType([StructField(field.name, _read_as(field)) for field in schema.fields])
 
     def transform(df: DataFrame) -> DataFrame:
         others = [name for name in df.columns if name != column]
@@ -194,12 +238,13 @@ def parse_json(
         staged = df.select(
             *others,
             column,
-            F.from_json(F.col(column).cast("string"), schema).alias("_parsed"),
+            F.from_json(F.col(column).cast("string"), read_schema).alias("_parsed"),
             F.spark_partition_id().alias("_barrier"),
         )
         raw = F.col(column)
         text = raw.cast("string")
         parsed = F.col("_parsed")
+        values = {field.name: _field_value(field, parsed[field.name], text) for field in schema.fields}
         valid_utf8 = F.is_valid_utf8(text)
         too_large = F.octet_length(raw) > max_bytes if max_bytes is not None else F.lit(False)
         # A row with every field parsed, of sane size and UTF-8 is good and costs nothing more.
@@ -207,14 +252,14 @@ def parse_json(
         # for the rows that reach it.
         suspect = reduce(
             lambda a, b: a | b,
-            [raw.isNull(), too_large, ~valid_utf8] + [parsed[name].isNull() for name in schema.fieldNames()],
+            [raw.isNull(), too_large, ~valid_utf8] + [value.isNull() for value in values.values()],
         )
         reason = F.when(
             suspect & (F.col("_barrier") >= 0),
-            _first_match(_rejection_cases(raw, text, parsed, schema, required, too_large, max_bytes)),
+            _first_match(_rejection_cases(raw, text, values, schema, required, too_large, max_bytes)),
         )
         return staged.select(
-            *[parsed[name].alias(name) for name in schema.fieldNames()],
+            *[value.alias(name) for name, value in values.items()],
             *others,
             reason.alias(ERROR_COLUMN),
             F.when(suspect, F.when(valid_utf8, text).otherwise(F.make_valid_utf8(text))).alias(PAYLOAD_COLUMN),
@@ -277,8 +322,9 @@ def split_valid(parsed: DataFrame, schema: StructType = RECORD_SCHEMA) -> Tuple[
 def add_processed_value(factor: Union[int, float] = 2, source: str = "value", target: str = "processed_value") -> Step:
     """Add ``target = source * factor``.
 
-    The source is widened to long (or double for a fractional factor) first: Spark 4 runs in
-    ANSI mode, where an int overflow would fail the whole query on one large value.
+    The source is widened to long (or double for a fractional factor or a floating-point source)
+    first: Spark 4 runs in ANSI mode, where an int overflow would fail the whole query on one
+    large value. A decimal source stays exact (Spark widens the product's precision).
 
     >>> df = spark.createDataFrame([(75,)], "value int")
     >>> df.transform(add_processed_value(2)).show()
@@ -290,23 +336,66 @@ def add_processed_value(factor: Union[int, float] = 2, source: str = "value", ta
     """
     if isinstance(factor, bool) or not isinstance(factor, (int, float)):
         raise TypeError(f"factor must be a number, got {factor!r}")
-    widened = "double" if isinstance(factor, float) else "long"
 
     def transform(df: DataFrame) -> DataFrame:
-        return df.withColumn(target, F.col(source).cast(widened) * F.lit(factor))
+        kind = _type_of(df, source)
+        if isinstance(factor, float) or isinstance(kind, (FloatType, DoubleType)):
+            widened = F.col(source).cast("double")
+        elif isinstance(kind, DecimalType):
+            widened = F.col(source)
+        else:
+            widened = F.col(source).cast("long")
+        return df.withColumn(target, widened * F.lit(factor))
 
     return Step(transform, keeps_rows=True)
+
+
+def _type_of(df: DataFrame, column: str) -> DataType:
+    try:
+        with _quiet_spark_errors():
+            return df.select(F.col(column)).schema.fields[0].dataType
+    except PySparkException as error:
+        raise ValueError(f"column {column!r}: {_first_line(error)}") from error
 
 
 # timestamp_seconds overflows (an ANSI error that would stop the query) far past year 9999.
 _MAX_EPOCH_SECONDS = 253402300799.0  # 9999-12-31T23:59:59Z
 
+# ISO-8601 as producers write it: T or a space between date and time, seconds and their
+# fraction optional, an offset (Z, +02:00) optional.
+_ISO_TIMESTAMP = "yyyy-MM-dd['T'][' ']HH:mm[:ss][.SSSSSS][XXX]"
+
+
+def _iso_timestamp(text: Column) -> Column:
+    """ISO-8601 ``text`` as a timestamp (a date alone: its midnight), null for any other text.
+    A pattern rather than a cast: Spark casts 'yesterday' or 'now' to a timestamp too."""
+    return F.coalesce(F.try_to_timestamp(text, F.lit(_ISO_TIMESTAMP)), F.try_to_timestamp(text, F.lit("yyyy-MM-dd")))
+
+
+def _epoch_timestamp(seconds: Column) -> Column:
+    """Epoch ``seconds`` (a double) as a timestamp; null outside years 0001..9999."""
+    return F.when(F.abs(seconds) <= F.lit(_MAX_EPOCH_SECONDS), F.timestamp_seconds(seconds))
+
+
+def _as_timestamp(df: DataFrame, source: str) -> Column:
+    """The column ``source`` of ``df`` as a timestamp: a timestamp or date as it is, text as
+    ISO-8601 or epoch seconds, a number as epoch seconds."""
+    kind = _type_of(df, source)
+    column = F.col(source)
+    if isinstance(kind, (TimestampType, TimestampNTZType, DateType)):
+        return column.cast("timestamp")
+    if isinstance(kind, StringType):
+        return F.coalesce(_iso_timestamp(column), _epoch_timestamp(column.try_cast("double")))
+    return _epoch_timestamp(column.cast("double"))
+
 
 @register_transform("with_event_time")
 def with_event_time(source: str = "timestamp", target: str = "event_time") -> Step:
-    """Add ``target`` as a Spark timestamp from the epoch seconds in ``source``.
+    """Add ``target``, the Spark timestamp of ``source``: epoch seconds (a number), ISO-8601
+    text (``2024-05-08T15:20:00.123Z``) or a timestamp already.
 
-    Use it to window and watermark by event time. Seconds outside years 0001..9999 give null.
+    Use it to window and watermark by event time. Seconds outside years 0001..9999, and text
+    that is neither, give null.
 
     >>> df = spark.createDataFrame([(1715181600.123,)], "timestamp double")
     >>> df.transform(with_event_time()).show(truncate=False)
@@ -318,9 +407,33 @@ def with_event_time(source: str = "timestamp", target: str = "event_time") -> St
     """
 
     def transform(df: DataFrame) -> DataFrame:
-        seconds = F.col(source).cast("double")
-        in_range = F.abs(seconds) <= F.lit(_MAX_EPOCH_SECONDS)
-        return df.withColumn(target, F.when(in_range, F.timestamp_seconds(seconds)))
+        return df.withColumn(target, _as_timestamp(df, source))
+
+    return Step(transform, keeps_rows=True)
+
+
+EVENT_DATE_UNITS = {"day": "yyyy-MM-dd", "hour": "yyyy-MM-dd'T'HH"}
+
+
+@register_transform("with_event_date")
+def with_event_date(source: str = "event_time", target: str = "date", unit: str = "day") -> Step:
+    """Add ``target``, the day (``2024-05-08``) or the hour (``2024-05-08T15``) of the event time
+    in ``source`` (any column :func:`with_event_time` takes), in the session's time zone, as
+    text: a column to partition the output by (``output: {partition_by: [date]}``).
+
+    >>> df = spark.createDataFrame([("2024-05-08T15:20:00.123Z",)], "ts string")
+    >>> df.transform(with_event_date("ts")).transform(with_event_date("ts", "hour", unit="hour")).show(truncate=False)
+    +------------------------+----------+-------------+
+    |ts                      |date      |hour         |
+    +------------------------+----------+-------------+
+    |2024-05-08T15:20:00.123Z|2024-05-08|2024-05-08T15|
+    +------------------------+----------+-------------+
+    """
+    if unit not in EVENT_DATE_UNITS:
+        raise ValueError(f"unit {unit!r} is not one of {', '.join(EVENT_DATE_UNITS)}")
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.withColumn(target, F.date_format(_as_timestamp(df, source), EVENT_DATE_UNITS[unit]))
 
     return Step(transform, keeps_rows=True)
 
@@ -352,8 +465,9 @@ LOCATION_COLUMNS = ("topic", "partition", "offset", "source_file")
 @contextmanager
 def _quiet_spark_errors() -> Iterator[None]:
     """PySpark logs every SQL error it raises, with its stack; an error reported in one line
-    by the caller needs no such copy."""
-    loggers = [logging.getLogger(name) for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger")]
+    by the caller needs no such copy. PySpark's own logger class: a plain one made here first
+    would take the name, and PySpark's next error log would fail on its keyword arguments."""
+    loggers = [PySparkLogger.getLogger(name) for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger")]
     before = [logger.disabled for logger in loggers]
     for logger in loggers:
         logger.disabled = True
@@ -366,6 +480,11 @@ def _quiet_spark_errors() -> Iterator[None]:
 
 def _first_line(error: BaseException) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+# How an expectation's violations are labelled in the batch reports; the Prometheus listener
+# reads the name and the action back from it.
+EXPECTATION_LABEL = "expectation '{name}' ({on_violation}) violations"
 
 
 @register_transform("expect")
@@ -445,7 +564,7 @@ def expect(name: str, condition: str, on_violation: str = "warn", schema: Struct
             }
         )
 
-    label = f"expectation '{name}' ({on_violation}) violations"
+    label = EXPECTATION_LABEL.format(name=name, on_violation=on_violation)
     return Step(
         transform,
         keeps_rows=on_violation in ("warn", "fail"),

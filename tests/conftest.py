@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PIPELINE_JARS", str(ROOT / "infra" / "spark" / "jars"))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-from infra.kafka.broker import BrokerTls, LocalKafka, free_port  # noqa: E402
+from infra.kafka.broker import BrokerTls, LocalKafka, LocalKafkaCluster, free_port  # noqa: E402
 from pipeline_lib.session import get_spark  # noqa: E402
 
 SASL_USER = "pipeline"
@@ -69,6 +70,97 @@ def kafka(tmp_path_factory, tls_files) -> Iterator[LocalKafka]:
 @pytest.fixture(scope="session")
 def bootstrap(kafka) -> str:
     return kafka.bootstrap_servers
+
+
+class ClientNamespace:
+    """A network namespace for one client, linked to this machine by a veth pair per broker,
+    each pair on a private /30 of 10.200.N.0/24 (N: a block no address or route here uses).
+    Broker ``i`` listens on the host end of pair ``i`` too (``host_address(i)``), so a client
+    inside reaches each broker over a link of its own, and :meth:`cut` drops one of them (a
+    blackhole route each way) while the others carry on. No address outside this machine is
+    involved; ``unavailable`` says why the namespace could not be made, if it could not."""
+
+    def __init__(self, nodes: int):
+        self.nodes = nodes
+        self.name = f"kafka-client-{os.getpid()}"
+        self.block: Optional[int] = None
+        self.unavailable: Optional[str] = None
+
+    @staticmethod
+    def _ip(*args: str) -> str:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+        if done.returncode != 0:
+            raise OSError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def host_address(self, node_id: int) -> str:
+        return f"10.200.{self.block}.{4 * (node_id - 1) + 1}"
+
+    def client_address(self, node_id: int) -> str:
+        return f"10.200.{self.block}.{4 * (node_id - 1) + 2}"
+
+    def create(self) -> None:
+        used = self._ip("-4", "-o", "addr") + self._ip("-4", "route", "show", "table", "all")
+        self.block = next(n for n in range(200, 255) if f"10.200.{n}." not in used)
+        self._ip("netns", "add", self.name)
+        self._ip("-n", self.name, "link", "set", "lo", "up")
+        for node_id in range(1, self.nodes + 1):
+            host, inside = f"kc{os.getpid()}h{node_id}", f"kc{os.getpid()}n{node_id}"
+            self._ip("link", "add", host, "type", "veth", "peer", "name", inside, "netns", self.name)
+            self._ip("addr", "add", f"{self.host_address(node_id)}/30", "dev", host)
+            self._ip("link", "set", host, "up")
+            self._ip("-n", self.name, "addr", "add", f"{self.client_address(node_id)}/30", "dev", inside)
+            self._ip("-n", self.name, "link", "set", inside, "up")
+
+    def delete(self) -> None:
+        """The namespace, its veth pairs with it, and any blackhole route left on this side."""
+        if self.block is None:
+            return
+        for node_id in range(1, self.nodes + 1):
+            subprocess.run(["ip", "route", "del", "blackhole", f"{self.client_address(node_id)}/32"],
+                           capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)
+
+    def command(self, argv: List[str]) -> List[str]:
+        """``argv`` run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def cut(self, node_id: int) -> None:
+        """Packets between the client and broker ``node_id`` vanish, both ways."""
+        self._ip("-n", self.name, "route", "add", "blackhole", f"{self.host_address(node_id)}/32")
+        self._ip("route", "add", "blackhole", f"{self.client_address(node_id)}/32")
+
+    def heal(self, node_id: int) -> None:
+        self._ip("-n", self.name, "route", "del", "blackhole", f"{self.host_address(node_id)}/32")
+        self._ip("route", "del", "blackhole", f"{self.client_address(node_id)}/32")
+
+
+@pytest.fixture(scope="session")
+def client_namespace() -> Iterator[ClientNamespace]:
+    namespace = ClientNamespace(nodes=3)
+    try:
+        namespace.create()
+    except (OSError, subprocess.SubprocessError, StopIteration) as error:
+        namespace.delete()
+        namespace.unavailable = f"no network namespace with veth pairs could be made here: {error}"
+    yield namespace
+    namespace.delete()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory, client_namespace) -> Iterator[LocalKafkaCluster]:
+    """Three nodes on free loopback ports (replication factor 3, min.insync.replicas 2, unclean
+    leader election off), started the first time a test asks for them and stopped at the end of
+    the run; when ``client_namespace`` could be made, each node also serves its client there.
+    A test that stops, kills or pauses nodes brings them all back before it ends."""
+    nodes = LocalKafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), nodes=3)
+    if client_namespace.unavailable is None:
+        nodes.serve_also_on({node.node_id: client_namespace.host_address(node.node_id) for node in nodes.nodes})
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
 
 
 _topic_numbers = itertools.count(1)

@@ -8,6 +8,11 @@ a cluster (``LocalKafkaCluster``) on ports P, P+1, P+2 whose every node is also 
     python infra/kafka/broker.py start --home .kafka --port 9092 [--nodes 3]
     python infra/kafka/broker.py status --home .kafka
     python infra/kafka/broker.py stop --home .kafka
+
+Another release (3.9.0 or later) runs from jars of its own, in ``infra/kafka/libs/kafka-<version>``::
+
+    python infra/kafka/broker.py fetch --kafka-version 3.9.2
+    python infra/kafka/broker.py start --home .kafka-3.9 --port 9093 --kafka-version 3.9.2
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +36,8 @@ from typing import Dict, Iterable, List, Optional
 
 HERE = Path(__file__).resolve().parent
 LIBS = HERE / "libs"
+# The oldest release LocalKafka can start: the first with KRaft's standalone controller quorum.
+OLDEST_KAFKA = (3, 9, 0)
 SCRAM_ITERATIONS = 4096
 
 LOG4J2 = """\
@@ -44,9 +52,26 @@ rootLogger.appenderRef.file.ref = file
 """
 
 
-def fetch_jars(quiet: bool = True) -> Path:
-    """Resolve the broker's and the tools' jars with Maven once; later calls find them in place."""
-    if not (any(LIBS.glob("kafka_2.13-*.jar")) and any(LIBS.glob("kafka-tools-[0-9]*.jar"))):
+def libs_folder(version: Optional[str] = None) -> Path:
+    """Where the jars of Kafka ``version`` go: ``infra/kafka/libs`` for the version pom.xml pins
+    (None), a folder of its own under it for another, so that ``make clean`` and the ignore
+    rules of the pinned jars cover it too."""
+    if version is None:
+        return LIBS
+    if re.fullmatch(r"\d+\.\d+\.\d+", version) is None:
+        raise ValueError(f"--kafka-version: {version!r} is not a Kafka release such as 3.9.2")
+    if tuple(int(part) for part in version.split(".")) < OLDEST_KAFKA:
+        # Older releases need a static controller quorum (controller.quorum.voters) and another
+        # storage format; the brokers started here use the dynamic one of KIP-853.
+        raise ValueError(f"--kafka-version: {version} is older than {'.'.join(map(str, OLDEST_KAFKA))}")
+    return LIBS / f"kafka-{version}"
+
+
+def fetch_jars(quiet: bool = True, version: Optional[str] = None) -> Path:
+    """Resolve the broker's and the tools' jars with Maven once; later calls find them in place.
+    ``version`` None: the version pom.xml pins; another release of Apache Kafka otherwise."""
+    libs = libs_folder(version)
+    if not (any(libs.glob("kafka_2.13-*.jar")) and any(libs.glob("kafka-tools-[0-9]*.jar"))):
         command = [
             "mvn",
             "-B",
@@ -54,10 +79,12 @@ def fetch_jars(quiet: bool = True) -> Path:
             str(HERE / "pom.xml"),
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",
-            f"-DoutputDirectory={LIBS}",
+            f"-DoutputDirectory={libs}",
         ]
+        if version is not None:
+            command.append(f"-Dkafka.version={version}")
         subprocess.run(command + (["-q"] if quiet else []), check=True)
-    return LIBS
+    return libs
 
 
 _PORTS_GIVEN: set = set()
@@ -158,8 +185,14 @@ class LocalKafka:
     PLAIN for ``sasl_users`` and SCRAM-SHA-256 and SCRAM-SHA-512 for ``scram_users`` (name ->
     password; the SCRAM credentials are written into the storage when it is formatted); with
     ``tls``, SSL on ``ssl_port`` (server authentication only) and SSL with client certificates
-    signed by ``tls.cafile`` required on ``mtls_port``.
+    signed by ``tls.cafile`` required on ``mtls_port``. ``kafka_version`` runs another release of
+    Apache Kafka than the one pom.xml pins (its jars fetched on first use, :func:`fetch_jars`).
+    With ``extra_address`` set, PLAINTEXT clients are also served on that address (listener
+    EXTRA, on ``extra_port``): a client in another network namespace reaches the broker there.
     """
+
+    extra_address: Optional[str] = None
+    extra_port: Optional[int] = None
 
     def __init__(
         self,
@@ -173,7 +206,10 @@ class LocalKafka:
         tls: Optional[BrokerTls] = None,
         ssl_port: Optional[int] = None,
         mtls_port: Optional[int] = None,
+        kafka_version: Optional[str] = None,
     ):
+        libs_folder(kafka_version)  # a release that cannot run here is refused before any work
+        self.kafka_version = kafka_version
         self.node_id = 1
         self.home = Path(home).resolve()
         self.port = port
@@ -232,13 +268,16 @@ class LocalKafka:
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map="
-            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL,EXTRA:PLAINTEXT",
             f"log.dirs={properties_value(str(self.home / 'data'))}",
             "num.partitions=1",
             *self._replication_properties(),
             "group.initial.rebalance.delay.ms=0",
             # Room for oversized test payloads, which the pipeline must quarantine, not lose.
             "message.max.bytes=4194304",
+            # A topic's retention.ms acts within a second rather than Kafka's five minutes, so a
+            # retention that deletes records a stopped job still wanted can be shown and tested.
+            "log.retention.check.interval.ms=1000",
         ]
         if self.sasl_users or self.scram_users:
             listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
@@ -269,6 +308,9 @@ class LocalKafka:
                     f"{prefix}truststore.certificates={properties_value(self.tls.cafile.read_text())}",
                     f"{prefix}client.auth={'required' if name == 'MTLS' else 'none'}",
                 ]
+        if self.extra_address:
+            listeners.append(f"EXTRA://{self.extra_address}:{self.extra_port}")
+            advertised.append(f"EXTRA://{self.extra_address}:{self.extra_port}")
         lines += [f"listeners={','.join(listeners)}", f"advertised.listeners={','.join(advertised)}"]
         return "\n".join(lines) + "\n"
 
@@ -319,7 +361,7 @@ class LocalKafka:
             "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             "-cp",
-            f"{fetch_jars()}/*",
+            f"{fetch_jars(version=self.kafka_version)}/*",
             main_class,
             *args,
         ]
@@ -420,7 +462,11 @@ class ClusterNode(LocalKafka):
 
     def __init__(self, cluster: "LocalKafkaCluster", node_id: int, port: int, controller_port: int, directory_id: str):
         super().__init__(
-            cluster.home / f"node-{node_id}", port=port, controller_port=controller_port, heap=cluster.heap
+            cluster.home / f"node-{node_id}",
+            port=port,
+            controller_port=controller_port,
+            heap=cluster.heap,
+            kafka_version=cluster.kafka_version,
         )
         self.cluster = cluster
         self.node_id = node_id
@@ -436,6 +482,9 @@ class ClusterNode(LocalKafka):
             f"min.insync.replicas={min_isr}",
             # A replica that missed acknowledged writes must never become leader: it would drop them.
             "unclean.leader.election.enable=false",
+            # A follower that stops fetching leaves the ISR after 5 s rather than Kafka's 30 s: a
+            # hung follower holds acks=all writes back for seconds, not half a minute.
+            f"replica.lag.time.max.ms={self.cluster.REPLICA_LAG_MS}",
             f"offsets.topic.replication.factor={replicas}",
             f"transaction.state.log.replication.factor={replicas}",
             f"transaction.state.log.min.isr={min_isr}",
@@ -476,10 +525,19 @@ class LocalKafkaCluster:
     """
 
     LAYOUT = "cluster.json"
+    REPLICA_LAG_MS = 5000
 
-    def __init__(self, home: Path, nodes: int = 3, port: Optional[int] = None, heap: str = "512m"):
+    def __init__(
+        self,
+        home: Path,
+        nodes: int = 3,
+        port: Optional[int] = None,
+        heap: str = "512m",
+        kafka_version: Optional[str] = None,
+    ):
         self.home = Path(home).resolve()
         self.heap = heap
+        self.kafka_version = kafka_version
         layout = self._read_layout()
         if layout is not None:
             first = layout["nodes"][0]["port"]
@@ -632,6 +690,17 @@ class LocalKafkaCluster:
             raise
         return True
 
+    def serve_also_on(self, addresses: Dict[int, str]) -> None:
+        """Have node ``i`` also serve PLAINTEXT clients on ``addresses[i]``, on a port of its own,
+        from its next start on (see ``extra_bootstrap_servers``)."""
+        for node_id, address in addresses.items():
+            node = self.node(node_id)
+            node.extra_address, node.extra_port = address, free_port()
+
+    @property
+    def extra_bootstrap_servers(self) -> str:
+        return ",".join(f"{node.extra_address}:{node.extra_port}" for node in self.nodes if node.extra_address)
+
     def pause_node(self, node_id: int) -> Optional[int]:
         """SIGSTOP one node: it holds its connections and answers nothing, like a hung host."""
         return self.node(node_id).signal(signal.SIGSTOP)
@@ -708,15 +777,25 @@ def main(argv: Optional[list] = None) -> int:
         "--port", type=int, default=None, help="client port (of node 1; node i: PORT+i-1); default KAFKA_PORT or 9092"
     )
     parser.add_argument("--nodes", type=int, default=1, help="with start: 1 (default), or 3 for a cluster")
+    parser.add_argument(
+        "--kafka-version",
+        metavar="X.Y.Z",
+        help=f"with fetch and start: this release of Apache Kafka, {'.'.join(map(str, OLDEST_KAFKA))} or later, "
+        "its jars in infra/kafka/libs/kafka-X.Y.Z (default: the one pom.xml pins)",
+    )
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes: 1 or more")
+    try:
+        libs_folder(args.kafka_version)
+    except ValueError as error:
+        parser.error(str(error))
     port = args.port if args.port is not None else int(os.environ.get("KAFKA_PORT", "9092"))
     if args.action != "fetch" and (args.nodes > 1 or LocalKafkaCluster.holds_cluster(Path(args.home))):
         return _cluster_main(args, port)
-    broker = LocalKafka(Path(args.home), port=port)
+    broker = LocalKafka(Path(args.home), port=port, kafka_version=args.kafka_version)
     if args.action == "fetch":
-        print(f"Kafka jars in {fetch_jars(quiet=False)}")
+        print(f"Kafka jars in {fetch_jars(quiet=False, version=args.kafka_version)}")
     elif args.action == "start":
         started = broker.start()
         verb = "started" if started else "already running"
@@ -737,7 +816,7 @@ def _cluster_main(args: argparse.Namespace, port: int) -> int:
         return 1
     try:
         if args.action == "start":
-            cluster = LocalKafkaCluster(Path(args.home), nodes=args.nodes, port=port)
+            cluster = LocalKafkaCluster(Path(args.home), nodes=args.nodes, port=port, kafka_version=args.kafka_version)
         else:
             cluster = LocalKafkaCluster.existing(Path(args.home))
     except ValueError as error:

@@ -13,7 +13,7 @@ Another package adds its own through the entry-point group ``pipeline_lib.source
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping, Optional, Type
+from typing import Any, ClassVar, Mapping, Optional, Tuple, Type
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -21,6 +21,7 @@ from pipeline_lib.config import Settings, parse
 from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import KafkaSettings
 from pipeline_lib.registry import Registry, UnknownNameError, check_overrides
+from pipeline_lib.reports import PartitionOffsets
 
 SOURCES: Registry[Type["Source"]] = Registry("source", "pipeline_lib.sources")
 register_source = SOURCES.register
@@ -52,6 +53,13 @@ class Source(ABC):
 
     def check(self) -> None:
         """Fail fast, before any query starts, on what the source can tell without Spark."""
+
+    def offsets_lost(self, checkpoint: str) -> Tuple[PartitionOffsets, ...]:
+        """What the query of ``checkpoint`` was to read next that the source no longer holds
+        (deleted by retention while the job was stopped), for the run to skip and count; a
+        source that cannot lose data has none. May raise instead, when the user asked that a
+        loss stop the job."""
+        return ()
 
     @abstractmethod
     def read_stream(self, spark: SparkSession) -> DataFrame:

@@ -149,11 +149,11 @@ def test_env_example_is_committed_empty_and_the_real_env_file_is_ignored():
         assert ignored.returncode == 0, "infra/.env is not ignored by git"
 
 
-def test_stack_has_the_services_the_readme_names(compose):
+def test_stack_has_the_services_the_docs_name(compose):
     assert {"kafka", "kafka-init", "data-init", "kestra", "spark-master", "spark-worker"} <= set(compose["services"])
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "compose.md").read_text()
     for service in compose["services"]:
-        assert f"`{service}`" in readme, service
+        assert f"`{service}`" in page, service
 
 
 def test_every_port_is_published_on_loopback_only(compose):

@@ -1,4 +1,5 @@
-"""The benchmark suite runs end to end at N = 20 and writes every key (no timing is checked)."""
+"""The benchmark suite runs end to end at N = 20 and writes every key, each figure the median of
+its rounds with their range (no timing is checked)."""
 
 import json
 import subprocess
@@ -11,7 +12,13 @@ from tests.helpers import ROOT
 pytest.importorskip("confluent_kafka", reason="the bench extra: make bench-install")
 pytest.importorskip("matplotlib", reason="the bench extra: make bench-install")
 
-from bench.bench_suite import LATENCY_RATIO_KEY, PRODUCER_LABELS, RATIO_KEYS, STREAM_LABELS  # noqa: E402
+from bench.bench_suite import (  # noqa: E402
+    CLEAN_SIDES,
+    LATENCY_RATIO_KEY,
+    PRODUCER_LABELS,
+    STREAM_LABELS,
+    ratio_keys,
+)
 from bench.readme_table import render  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -29,16 +36,28 @@ def test_bench_writes_every_key(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
 
-    for key in [*RATIO_KEYS, LATENCY_RATIO_KEY]:
-        assert isinstance(results[key], float), key
+    repeats = results["repeats"]
+    assert repeats >= 3
+    for key in ratio_keys():
+        low, high = results[f"{key}_range"]
+        assert isinstance(results[key], float) and low <= results[key] <= high, key
+        assert results["ratios"]["20"][key]["median"] == results[key], key
+        assert len(results["ratios"]["20"][key]["rounds"]) == repeats, key
+    assert isinstance(results[LATENCY_RATIO_KEY], float)
     assert results["ratio_records"] == 20
     assert results["machine"]["cores"] >= 1 and results["machine"]["memory_gib"] > 0
     assert all(results["versions"][name] for name in ("spark", "kafka", "kafka_python", "confluent_kafka"))
-    for name in STREAM_LABELS:
-        assert results["stream"]["20"][name]["rows"] == 20
-        assert results["stream"]["20"][name]["records_per_s"] > 0
-    for name in PRODUCER_LABELS:
-        assert results["producer"]["20"][name]["records_per_s"] > 0
+    assert results["workload"]["20"] == {"records": 20, "malformed": 1}
+    for section, names in (("stream", STREAM_LABELS), ("stream_clean", CLEAN_SIDES), ("producer", PRODUCER_LABELS)):
+        for name in names:
+            figures = results[section]["20"][name]
+            low, high = figures["records_per_s_range"]
+            assert 0 < low <= figures["records_per_s"] <= high, (section, name)
+            assert len(figures["runs"]) == repeats, (section, name)
+    assert results["stream"]["20"]["pipeline"]["rows"] == 20
+    assert (results["stream"]["20"]["pipeline"]["written"], results["stream"]["20"]["pipeline"]["rejected"]) == (19, 1)
+    assert results["stream_clean"]["20"]["pipeline"]["written"] == 20
+    assert all(run["peak_rss_mb"] > 0 for run in results["producer"]["20"]["project"]["runs"])
     latency = results["latency"]
     assert latency["records_measured"] == latency["records_sent"] == 600
     assert all(latency[key] is not None for key in ("p50_s", "p95_s", "p99_s"))
@@ -50,4 +69,4 @@ def test_bench_writes_every_key(tmp_path):
     assert set(results["demo"]["steps_s"]) >= {"venv", "jars", "broker", "produce", "spark_start", "batch"}
     for chart in ("throughput.png", "latency.png"):
         assert (out.parent / chart).stat().st_size > 10_000
-    assert "`stream_vs_naive_ratio`" in render(results)
+    assert "`stream_vs_naive_ratio`" in render(results) and "`producer_peak_rss_vs_naive_mb`" in render(results)

@@ -20,6 +20,7 @@ import sysconfig
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List
@@ -108,47 +109,62 @@ def start(command, log, env):
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
-def wait_for_worker(ui_port, timeout=90):
+def wait_for_worker(ui_port, timeout=90, workers=1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5).read())
-            if state.get("aliveworkers", 0) >= 1:
+            if state.get("aliveworkers", 0) >= workers:
                 return
         except OSError:
             pass
         time.sleep(1)
-    raise TimeoutError("the Spark worker did not register with the master")
+    raise TimeoutError(f"{workers} Spark worker(s) did not register with the master")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, cluster_user, shared):
-    """A master and one worker from the installed pyspark, both as the cluster's user; stopped by
-    pid at the end."""
-    logs = tmp_path_factory.mktemp("spark-cluster")
+@dataclass
+class StandaloneCluster:
+    """A running master (its URL) and the pids of its workers' processes."""
+
+    master_url: str
+    worker_pids: List[int]
+
+
+@contextmanager
+def standalone_cluster(logs: Path, user: ClusterUser, shared: Path, workers: int = 1) -> Iterator[StandaloneCluster]:
+    """A master and ``workers`` workers (one core and 1 GiB each) from the installed pyspark, all
+    as ``user`` and on loopback (their web UIs too); stopped by pid at the end."""
     port, ui_port = free_port(), free_port()
     master_url = f"spark://127.0.0.1:{port}"
-    env = dict(os.environ, HOME=str(shared), SPARK_HOME=SPARK_HOME)
+    env = dict(os.environ, HOME=str(shared), SPARK_HOME=SPARK_HOME, SPARK_LOCAL_IP="127.0.0.1")
     cluster_log = open(logs / "cluster.log", "ab")
     processes = [
-        start(cluster_user.prefix + [
+        start(user.prefix + [
             str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
             "--port", str(port), "--webui-port", str(ui_port)], cluster_log, env),
     ]
     try:
         time.sleep(2)
-        processes.append(start(cluster_user.prefix + [
-            str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1",
-            "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()),
-            "--work-dir", str(shared / "worker")], cluster_log, env))
-        wait_for_worker(ui_port)
-        yield master_url
+        for index in range(workers):
+            processes.append(start(user.prefix + [
+                str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1",
+                "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()),
+                "--work-dir", str(shared / f"worker-{index + 1}")], cluster_log, env))
+        wait_for_worker(ui_port, workers=workers)
+        yield StandaloneCluster(master_url, [process.pid for process in processes[1:]])
     finally:
         for process in processes:
             os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
             process.wait(timeout=30)
         cluster_log.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, cluster_user, shared):
+    """A master and one worker from the installed pyspark, both as the cluster's user."""
+    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster"), cluster_user, shared) as running:
+        yield running.master_url
 
 
 @pytest.fixture(scope="module")

@@ -100,10 +100,10 @@ def test_kafkas_own_tools_work_against_the_broker(bootstrap, topic):
 
 
 def readme_command(prefix):
-    """The README's command that starts with ``prefix``, its continuation lines joined."""
-    text = (ROOT / "README.md").read_text()
+    """The command of docs/jobs.md that starts with ``prefix``, its continuation lines joined."""
+    text = (ROOT / "docs" / "jobs.md").read_text()
     match = re.search(rf"^{re.escape(prefix)}.*?(?<!\\)$", text, re.M | re.S)
-    assert match, f"no command starting with {prefix!r} in the README"
+    assert match, f"no command starting with {prefix!r} in docs/jobs.md"
     return re.sub(r"\s*\\\n\s*", " ", match.group(0))
 
 
@@ -180,3 +180,19 @@ def test_connect_timeout_flag_bounds_the_wait_for_a_missing_broker(tmp_path):
     assert result.returncode == 1
     assert "within 3s" in result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_the_library_pages_examples_run_as_written(spark, bootstrap, topic, tmp_path):
+    produce(bootstrap, topic, 5)
+    stream(spark, bootstrap, topic, tmp_path)
+    page = (ROOT / "docs" / "library.md").read_text()
+    examples = re.findall(r"```python\n(.*?)```", page, re.S)
+    namespace = {}
+
+    for example in examples:
+        example = example.replace("127.0.0.1:9092", bootstrap).replace('"input-data"', repr(topic))
+        exec(compile(example.replace('"output"', repr(str(tmp_path / "output"))), "docs/library.md", "exec"), namespace)
+
+    assert len(examples) == 2
+    assert namespace["raw"].count() == 5 and namespace["good"].count() == 5
+

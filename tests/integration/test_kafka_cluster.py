@@ -5,28 +5,16 @@ import json
 import subprocess
 import sys
 import time
-from typing import Iterator, List
+from typing import List
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from infra.kafka.broker import LocalKafkaCluster
 from pipeline_lib.kafka_client import KafkaSettings, ensure_topic
 from tests.helpers import ROOT, job, run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory) -> Iterator[LocalKafkaCluster]:
-    """Three nodes on free loopback ports for the whole run, stopped at its end."""
-    nodes = LocalKafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), nodes=3)
-    try:
-        nodes.start()
-        yield nodes
-    finally:
-        nodes.stop()
 
 
 def admin(bootstrap: str) -> KafkaAdminClient:
@@ -68,24 +56,26 @@ def read_ids(bootstrap: str, topic: str, timeout: float = 60) -> List[int]:
         consumer.close()
 
 
-def test_cluster_registers_three_brokers_and_status_prints_a_line_per_node(cluster):
-    status = run([sys.executable, str(ROOT / "infra" / "kafka" / "broker.py"), "status", "--home", str(cluster.home)], timeout=60)
+def test_cluster_registers_three_brokers_and_status_prints_a_line_per_node(kafka_cluster):
+    broker_py = str(ROOT / "infra" / "kafka" / "broker.py")
+    status = run([sys.executable, broker_py, "status", "--home", str(kafka_cluster.home)], timeout=60)
 
-    assert cluster.registered_brokers() == {1: False, 2: False, 3: False}
+    assert kafka_cluster.registered_brokers() == {1: False, 2: False, 3: False}
     assert status.returncode == 0, status.stderr
-    expected = [f"node {node.node_id} pid {node.pid()} port {node.port}" for node in cluster.nodes]
+    expected = [f"node {node.node_id} pid {node.pid()} port {node.port}" for node in kafka_cluster.nodes]
     assert status.stdout.splitlines() == expected
-    assert len({node.pid() for node in cluster.nodes}) == 3
+    assert len({node.pid() for node in kafka_cluster.nodes}) == 3
 
 
-def test_producer_creates_topic_with_three_replicas_and_two_in_sync_required(cluster, topic):
-    result = job("produce", "--bootstrap-servers", cluster.bootstrap_servers, "--topic", topic, "--count", "5", timeout=120)
+def test_producer_creates_topic_with_three_replicas_and_two_in_sync_required(kafka_cluster, topic):
+    bootstrap = kafka_cluster.bootstrap_servers
+    result = job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", "5", timeout=120)
 
     assert result.returncode == 0, result.stderr
     assert f"created topic {topic}: 1 partition, replication factor 3" in result.stdout.splitlines()
-    partition = partition_zero(cluster.bootstrap_servers, topic)
+    partition = partition_zero(kafka_cluster.bootstrap_servers, topic)
     assert sorted(partition["replica_nodes"]) == [1, 2, 3]
-    client = admin(cluster.bootstrap_servers)
+    client = admin(kafka_cluster.bootstrap_servers)
     try:
         configs = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
     finally:
@@ -93,9 +83,9 @@ def test_producer_creates_topic_with_three_replicas_and_two_in_sync_required(clu
     assert configs["topic"][topic]["min.insync.replicas"]["value"] == "2"
 
 
-def test_replication_factor_above_the_brokers_is_refused_in_one_line(cluster, topic):
+def test_replication_factor_above_the_brokers_is_refused_in_one_line(kafka_cluster, topic):
     result = job(
-        "produce", "--bootstrap-servers", cluster.bootstrap_servers, "--topic", topic, "--count", "5",
+        "produce", "--bootstrap-servers", kafka_cluster.bootstrap_servers, "--topic", topic, "--count", "5",
         "--replication-factor", "5", timeout=120,
     )
 
@@ -104,15 +94,15 @@ def test_replication_factor_above_the_brokers_is_refused_in_one_line(cluster, to
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: --replication-factor: 5 is more than the 3 broker(s)"), lines[0]
     assert "created topic" not in result.stdout
-    client = admin(cluster.bootstrap_servers)
+    client = admin(kafka_cluster.bootstrap_servers)
     try:
         assert topic not in client.list_topics()
     finally:
         client.close()
 
 
-def test_producer_sends_every_record_acknowledged_with_the_leader_killed(cluster, topic):
-    bootstrap = cluster.bootstrap_servers
+def test_producer_sends_every_record_acknowledged_with_the_leader_killed(kafka_cluster, topic):
+    bootstrap = kafka_cluster.bootstrap_servers
     first = job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", "50", timeout=120)
     assert first.returncode == 0, first.stderr
     leader = partition_zero(bootstrap, topic)["leader_id"]
@@ -127,7 +117,7 @@ def test_producer_sends_every_record_acknowledged_with_the_leader_killed(cluster
         while end_offset(bootstrap, topic) < 80 and time.monotonic() < deadline and producer.poll() is None:
             time.sleep(0.2)
         assert producer.poll() is None, "the producer finished before the kill"
-        assert cluster.kill_node(leader) is not None
+        assert kafka_cluster.kill_node(leader) is not None
         stdout, stderr = producer.communicate(timeout=180)
 
         assert producer.returncode == 0, stderr
@@ -141,7 +131,7 @@ def test_producer_sends_every_record_acknowledged_with_the_leader_killed(cluster
         if producer.poll() is None:
             producer.kill()
             producer.communicate(timeout=30)
-        cluster.start_node(leader)
+        kafka_cluster.start_node(leader)
 
 
 def test_single_node_still_defaults_to_replication_factor_one(bootstrap, topic):

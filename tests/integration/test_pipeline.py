@@ -229,16 +229,17 @@ def test_configured_transforms_shape_the_output(spark, bootstrap, topic, tmp_pat
         spark, bootstrap, topic, tmp_path,
         **{
             "output.format": "json",
-            "output.columns": "id,processed_value,event_time",
+            "output.columns": "id,value,processed_value,event_time",
             "transforms": [{"name": "add_processed_value", "options": {"factor": 10}}, "with_event_time"],
         },
     )
 
     output = spark.read.json(str(tmp_path / "output"))
-    assert output.columns == ["event_time", "id", "processed_value"]  # JSON reads columns sorted
+    assert output.columns == ["event_time", "id", "processed_value", "value"]  # JSON reads columns sorted
     assert output.where("event_time IS NULL").count() == 0
-    produced = {row["id"]: row["processed_value"] for row in output.collect()}
-    assert sorted(produced) == [1, 2, 3, 4, 5] and all(value % 10 == 0 for value in produced.values())
+    rows = sorted((row["id"], row["processed_value"], row["value"]) for row in output.collect())
+    assert [id_ for id_, _, _ in rows] == [1, 2, 3, 4, 5]
+    assert [processed for _, processed, _ in rows] == [value * 10 for _, _, value in rows]
 
 
 def test_stream_job_names_a_missing_topic(bootstrap, tmp_path):

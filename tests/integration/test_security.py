@@ -1,7 +1,8 @@
 """Authenticated Kafka (SASL on the test broker's second listener: PLAIN, SCRAM-SHA-256 and
 SCRAM-SHA-512): the right credentials work for both jobs, also with quotes, a backslash, a blank
 and a semicolon in the user name and password; a wrong or missing password stops both with one
-line; the password is never printed."""
+line, which tells a refused login from a broker that never answered; the password is never
+printed."""
 
 import re
 
@@ -52,7 +53,18 @@ def test_right_credentials_run_the_whole_pipeline(kafka, spark, topic, tmp_path,
         assert SASL_PASSWORD not in result.stdout + result.stderr
 
 
-def test_wrong_password_stops_both_jobs_with_an_authentication_error(kafka, topic, tmp_path, short_timeout):
+def refusal_pattern(servers, user, mechanism, reason):
+    """The line of a refused login: the broker's own reason, or, when the broker closed the
+    connection before that reason arrived, the login named as refused by the broker."""
+    broker = f"Kafka at {re.escape(servers)}"
+    login = rf"of user '{re.escape(user)}' \({mechanism}\)"
+    return (
+        rf"^error: .*{broker} refused the credentials {login}: {re.escape(reason)}"
+        rf"|^error: .*{broker} refused the login {login}: it closed the connection without sending its reason$"
+    )
+
+
+def test_wrong_password_stops_both_jobs_with_the_brokers_refusal(kafka, topic, tmp_path, short_timeout):
     wrong = credentials("not-the-password")
 
     produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--timeout", "5", env=wrong)
@@ -61,9 +73,32 @@ def test_wrong_password_stops_both_jobs_with_an_authentication_error(kafka, topi
     for result in (produced, streamed):
         assert result.returncode == 1
         (line,) = error_lines(result)
-        # The broker's own reason when it arrived before the connection closed, else the login named.
-        assert re.search(rf"refused the (credentials|login) of user '{SASL_USER}' \(PLAIN\)", line), line
+        reason = "Authentication failed: Invalid username or password"
+        assert re.search(refusal_pattern(kafka.sasl_bootstrap_servers, SASL_USER, "PLAIN", reason), line), line
+        assert "cannot reach" not in line, line
         assert "not-the-password" not in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "output").exists()
+
+
+def test_a_login_where_nothing_answers_says_so_without_claiming_a_refusal(tmp_path, short_timeout):
+    from infra.kafka.broker import free_port
+
+    silent = f"127.0.0.1:{free_port()}"
+    login = credentials()
+
+    produced = job("produce", "--bootstrap-servers", silent, "--topic", "anything", "--timeout", "3", env=login, timeout=60)
+    streamed = job(
+        "stream", "--bootstrap-servers", silent, "--topic", "anything", "--output", str(tmp_path / "output"),
+        "--checkpoint", str(tmp_path / "checkpoint"), "--quarantine", str(tmp_path / "quarantine"),
+        "--config", str(short_timeout), env=login, timeout=120,
+    )
+
+    for result in (produced, streamed):
+        assert result.returncode == 1
+        (line,) = error_lines(result)
+        assert re.search(rf"cannot reach Kafka at {re.escape(silent)} within \d+s: ", line), line
+        assert "refused" not in line and "login" not in line, line
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "output").exists()
 
@@ -107,10 +142,9 @@ def test_a_wrong_scram_password_stops_both_jobs_saying_the_credentials_were_refu
     for result in (produced, streamed):
         assert result.returncode == 1
         (line,) = error_lines(result)
-        # The broker's own reason when it arrived before the connection closed, else the login named.
-        assert re.search(rf"refused the (credentials|login) of user '{SCRAM_USER}' \({mechanism}\)", line), line
-        if "refused the credentials" in line:
-            assert "invalid credentials" in line, line
+        reason = f"Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+        assert re.search(refusal_pattern(kafka.sasl_bootstrap_servers, SCRAM_USER, mechanism, reason), line), line
+        assert "cannot reach" not in line, line
         assert "not-the-password" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "output").exists()

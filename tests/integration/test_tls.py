@@ -1,7 +1,7 @@
 """TLS on the test broker, with PEM files made for the run (tests/certificates.py): both jobs over
 SSL and over mutual TLS; a client certificate from another CA, or none, refused by the broker; a
-broker certificate not signed by ssl_cafile refused by the jobs. Each refusal is one line, and
-nothing is read or written."""
+broker certificate not signed by ssl_cafile, or not naming the host the jobs connect to, refused
+by the jobs. Each refusal is one line, and nothing is read or written."""
 
 import pytest
 
@@ -73,5 +73,24 @@ def test_the_jobs_refuse_a_broker_certificate_not_signed_by_ssl_cafile(kafka, tl
         (line,) = error_lines(result)
         assert f"the TLS certificate of Kafka at {servers} is not trusted" in line, line
         assert f"not signed by the CA in ssl_cafile {tls_files.other_ca}" in line, line
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "output").exists()
+
+
+def test_the_jobs_refuse_a_broker_certificate_that_does_not_name_the_host_they_connect_to(
+    kafka, tls_files, topic, tmp_path, short_timeout
+):
+    # The broker's certificate names IP:127.0.0.1 only; "localhost" reaches the same listener.
+    env = tls(tls_files.ca)
+    servers = kafka.ssl_bootstrap_servers.replace("127.0.0.1", "localhost")
+
+    produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--timeout", "5", env=env)
+    streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
+
+    for result in (produced, streamed):
+        assert result.returncode == 1, result.stderr[-3000:]
+        (line,) = error_lines(result)
+        assert f"the TLS certificate of Kafka at {servers} does not name the host in bootstrap_servers" in line, line
+        assert "Hostname mismatch, certificate is not valid for 'localhost'" in line, line
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "output").exists()

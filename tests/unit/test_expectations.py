@@ -157,7 +157,7 @@ def test_sink_defaults_apply_only_to_the_options_a_sink_has():
     kafka = build_sink({"format": "kafka", "topic": "out"}, "output", defaults, KafkaSettings())
 
     assert (memory.describe(), memory.options.columns) == ("memory table rows", ("id",))
-    assert (kafka.describe(), kafka.options.key) == ("kafka topic out", "id")
+    assert (kafka.describe(), kafka.options.key) == ("kafka topic out", ("id",))
 
 
 @pytest.mark.parametrize(

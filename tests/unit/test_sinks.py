@@ -4,11 +4,13 @@ The runner's part of a batch (ask the ledger, write, commit, mark) is ``deliver`
 replays after a crash is delivered again with the same id and rows.
 """
 
+import re
+
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from pipeline_lib.errors import PipelineError
+from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import KafkaSettings
 from pipeline_lib.run import deliver
 from pipeline_lib.sinks import FolderLedger, MemoryLedger, Sink, build_sink, ledger_for
@@ -225,3 +227,155 @@ def test_a_sink_without_a_write_cannot_be_built():
 
     with pytest.raises(TypeError, match="abstract method"):
         Unfinished(Sink.Options())
+
+
+ORDERS = "id long, amount double, currency string"
+
+
+@pytest.fixture
+def orders(spark):
+    rows = [(1, 1.5, "EUR"), (2, 2.5, "USD"), (3, 3.0, "EUR"), (4, 4.0, "EUR"), (5, 5.5, None)]
+    return spark.createDataFrame(rows, ORDERS).repartition(2)
+
+
+def partitioned_sink(folder, format_name="csv", **options):
+    return build_sink({"format": format_name, "path": str(folder), "partition_by": ["currency"], **options}, "output")
+
+
+def partition_files(folder):
+    """Each published file by its folder, as a plain recursive glob finds it."""
+    return sorted(str(path.relative_to(folder)) for path in folder.glob("**/batch-*") if "_staging" not in path.parts)
+
+
+def duckdb_rows(folder, extension="csv"):
+    import duckdb
+
+    reader = "read_csv" if extension == "csv" else "read_parquet"
+    query = f"SELECT id, amount, currency FROM {reader}('{folder}/*/*.{extension}', hive_partitioning = true) ORDER BY id"
+    return duckdb.sql(query).fetchall()
+
+
+def pandas_rows(folder):
+    """pandas over a recursive glob, the column read from each file's folder name."""
+    from urllib.parse import unquote
+
+    import pandas
+
+    frames = []
+    for path in sorted(folder.glob("**/*.csv")):
+        key, _, value = path.parent.name.partition("=")
+        frames.append(pandas.read_csv(path).assign(**{key: None if value == "__HIVE_DEFAULT_PARTITION__" else unquote(value)}))
+    rows = pandas.concat(frames).sort_values("id")
+    return [(int(id_), float(amount), currency) for id_, amount, currency in rows[["id", "amount", "currency"]].itertuples(index=False)]
+
+
+EXPECTED_ORDERS = [(1, 1.5, "EUR"), (2, 2.5, "USD"), (3, 3.0, "EUR"), (4, 4.0, "EUR"), (5, 5.5, None)]
+
+
+@pytest.mark.parametrize("format_name", FILE_FORMATS)
+def test_a_partitioned_file_sink_publishes_a_batch_in_hive_style_folders(spark, orders, tmp_path, format_name):
+    sink = partitioned_sink(tmp_path / "out", format_name)
+
+    deliver(sink, orders, spark, 7, counted(5))
+
+    folders = {name.split("/")[0] for name in partition_files(tmp_path / "out")}
+    assert folders == {"currency=EUR", "currency=USD", "currency=__HIVE_DEFAULT_PARTITION__"}
+    assert all(re.fullmatch(rf"currency=[^/]+/batch-00000007-part-\d{{5}}\.\S*{format_name}", name) for name in partition_files(tmp_path / "out"))
+    held = sink.read(spark).select(F.col("id").cast("long"), F.col("amount").cast("double"), "currency")
+    assert_df_equality(held.orderBy("id"), spark.createDataFrame(EXPECTED_ORDERS, ORDERS), ignore_nullable=True)
+    assert not list((tmp_path / "out" / STAGING).iterdir())
+
+
+def test_a_partitioned_csv_batch_reads_the_same_in_duckdb_and_pandas(spark, orders, tmp_path):
+    sink = partitioned_sink(tmp_path / "out")
+
+    deliver(sink, orders, spark, 0, counted(5))
+
+    assert duckdb_rows(tmp_path / "out") == EXPECTED_ORDERS
+    assert pandas_rows(tmp_path / "out") == EXPECTED_ORDERS
+
+
+def test_a_partition_value_that_is_no_plain_folder_name_reads_back_as_written(spark, tmp_path):
+    rows = spark.createDataFrame([(1, 1.0, "a/b c=d%")], ORDERS)
+    sink = partitioned_sink(tmp_path / "out")
+
+    deliver(sink, rows, spark, 0, counted(1))
+
+    assert duckdb_rows(tmp_path / "out") == [(1, 1.0, "a/b c=d%")]
+    assert pandas_rows(tmp_path / "out") == [(1, 1.0, "a/b c=d%")]
+
+
+def test_a_partitioned_sink_replaces_a_replayed_batch_in_every_folder(spark, orders, tmp_path):
+    sink = partitioned_sink(tmp_path / "out")
+    sink.write(orders, 3)
+    sink.commit(spark, 3, 5)  # published, then the crash came before the ledger's mark
+
+    deliver(sink, orders, spark, 3, counted(5))
+
+    assert duckdb_rows(tmp_path / "out") == EXPECTED_ORDERS
+    assert pandas_rows(tmp_path / "out") == EXPECTED_ORDERS
+
+
+def test_a_partitioned_batch_cut_short_between_renames_is_written_once_on_replay(spark, orders, tmp_path):
+    sink = partitioned_sink(tmp_path / "out")
+    sink.write(orders, 4)
+    staged = sorted((tmp_path / "out" / STAGING / "batch-4").glob("currency=*/part-*"))
+    (tmp_path / "out" / "currency=EUR").mkdir()
+    staged[0].rename(tmp_path / "out" / "currency=EUR" / "batch-00000004-part-00000.csv")  # as commit's first rename
+    (tmp_path / "out" / PUBLISHING).mkdir()
+    (tmp_path / "out" / PUBLISHING / "4").write_text("currency=EUR/batch-00000004-part-00000.csv\n")
+
+    deliver(sink, orders, spark, 4, counted(5))
+
+    assert pandas_rows(tmp_path / "out") == EXPECTED_ORDERS
+    assert (tmp_path / "out" / PUBLISHING / "4").read_text().split() == partition_files(tmp_path / "out")
+
+
+def test_a_replayed_batch_never_holds_a_row_both_published_and_staged(spark, orders, tmp_path):
+    sink = partitioned_sink(tmp_path / "out")
+    deliver(sink, orders, spark, 5, counted(5))
+
+    sink.write(orders, 5)  # the replay's write, before its commit
+
+    assert partition_files(tmp_path / "out") == []
+    assert len(list((tmp_path / "out" / STAGING / "batch-5").glob("*/part-*.csv"))) >= 3
+
+
+def test_max_files_per_batch_bounds_the_files_of_each_folder(spark, orders, tmp_path):
+    many = partitioned_sink(tmp_path / "many")
+    one = partitioned_sink(tmp_path / "one", max_files_per_batch=1)
+
+    deliver(many, orders.repartition(4), spark, 0, counted(5))
+    deliver(one, orders.repartition(4), spark, 0, counted(5))
+
+    assert "currency=EUR/batch-00000000-part-00001.csv" in partition_files(tmp_path / "many")
+    assert [name for name in partition_files(tmp_path / "one") if name.startswith("currency=EUR/")] == [
+        "currency=EUR/batch-00000000-part-00000.csv"
+    ]
+    assert pandas_rows(tmp_path / "one") == EXPECTED_ORDERS
+
+
+def test_an_unpartitioned_sink_bounded_to_one_file_writes_one_file_a_batch(spark, orders, tmp_path):
+    sink = build_sink({"format": "csv", "path": str(tmp_path / "out"), "max_files_per_batch": 1}, "output")
+
+    deliver(sink, orders.repartition(3), spark, 2, counted(5))
+
+    assert published(tmp_path / "out") == ["batch-00000002-part-00000.csv"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"partition_by": ["_hidden"]}, "cannot name a folder"),
+        ({"partition_by": "currency,currency"}, "names a column twice"),
+        ({"partition_by": ["currency"], "columns": ["id", "amount"]}, "columns ['currency'] are not among the columns written: id, amount"),
+        ({"partition_by": ["currency"], "columns": ["currency"]}, "leaves no column to write"),
+        ({"max_files_per_batch": 0}, "above 0"),
+    ],
+)
+def test_a_bad_partition_setting_names_it(tmp_path, options, message):
+    with pytest.raises(ConfigError) as raised:
+        build_sink({"format": "csv", "path": str(tmp_path / "out"), **options}, "output")
+
+    assert raised.value.field == f"output.{next(iter(options))}"
+    assert message in str(raised.value)
