@@ -29,6 +29,16 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
+def comma_separated(value: Any) -> Any:
+    """A list setting given as one text (a flag, an environment variable) split at commas; any
+    other value as it is, for the model to check.
+
+    >>> comma_separated("id, value,"), comma_separated(["id"])
+    (['id', 'value'], ['id'])
+    """
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
 def require(condition: bool, field_name: str, message: str) -> None:
     """Raise :class:`ConfigError` for ``field_name`` unless ``condition`` holds."""
     if not condition:

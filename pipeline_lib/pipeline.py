@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from pydantic import PositiveInt, field_validator
 from pyspark.sql.types import StructType
 
-from pipeline_lib.config import Settings, parse, read_layers, require
+from pipeline_lib.config import Settings, comma_separated, parse, read_layers, require
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.kafka_client import KAFKA_ENVIRONMENT, KafkaSettings
 from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS, schema_field_names
@@ -103,7 +103,7 @@ with warnings.catch_warnings():
         @field_validator("required", mode="before")
         @classmethod
         def _comma_separated(cls, value: Any) -> Any:
-            return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+            return comma_separated(value)
 
 
 DEFAULT_OUTPUT = {"format": "csv", "path": "output", "columns": list(PROCESSED_COLUMNS)}

@@ -281,15 +281,12 @@ class BatchWriter(_Guarded):
             metrics = {label: value for counts in step_counts for label, value in counts().items()}
             read = parse_counts()["valid"] + parse_counts()["rejected"]
         if QUARANTINE in pending:
+            rejected_rows = self._rejected(parsed, batch_id)
             if OUTPUT not in pending:  # the output had this batch: count the rejects alone
-                rejected_rows = self._rejected(parsed, batch_id)
-                rejected = rejected_rows.count()
-                read = rejected
-            if rejected:
-                known = rejected
-                deliver(pending[QUARANTINE], self._rejected(parsed, batch_id), spark, batch_id, lambda: {"rows": known})
-            else:
-                deliver(pending[QUARANTINE], None, spark, batch_id, lambda: {"rows": 0})
+                rejected = read = rejected_rows.count()
+            known = rejected
+            # A batch without rejected rows commits the quarantine empty, with no Spark job.
+            deliver(pending[QUARANTINE], rejected_rows if known else None, spark, batch_id, lambda: {"rows": known})
         return BatchReport(batch_id, rows_read=read, written=written, quarantined=rejected, metrics=metrics)
 
     def _rejected(self, parsed: DataFrame, batch_id: int) -> DataFrame:

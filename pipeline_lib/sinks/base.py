@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Tuple, Type
 from pydantic import field_validator
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline_lib.config import Settings, parse
+from pipeline_lib.config import Settings, comma_separated, parse
 from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import KafkaSettings
 from pipeline_lib.registry import Registry, UnknownNameError, check_overrides
@@ -46,7 +46,7 @@ class SinkOptions(Settings):
     @field_validator("columns", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        return comma_separated(value)
 
 
 class Sink(ABC):

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 from pydantic import PositiveInt, field_validator, model_validator
 from pyspark.sql import DataFrame, SparkSession
 
+from pipeline_lib.config import comma_separated
 from pipeline_lib.sinks.base import Sink, SinkOptions
 from pipeline_lib.sinks.ledger import MARKS_KEPT, HadoopFolder
 
@@ -48,7 +49,7 @@ class FileSinkOptions(SinkOptions):
     @field_validator("partition_by", mode="before")
     @classmethod
     def _comma_separated_partitions(cls, value: Any) -> Any:
-        return SinkOptions._comma_separated(value)
+        return comma_separated(value)
 
     @field_validator("partition_by")
     @classmethod

@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipeline_lib.config import comma_separated
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.kafka_client import KafkaSettings, spark_options, topic_name
 from pipeline_lib.sinks.base import Sink, SinkOptions, register_sink
@@ -40,7 +41,7 @@ class KafkaSinkOptions(SinkOptions):
     @field_validator("key", mode="before")
     @classmethod
     def _comma_separated_key(cls, value: Any) -> Any:
-        return SinkOptions._comma_separated(value)
+        return comma_separated(value)
 
     @field_validator("key")
     @classmethod
