@@ -120,6 +120,13 @@ def _stream_flags() -> Dict[str, Dict[str, Any]]:
             help="offsets the checkpoint had not read but Kafka's retention deleted: fail (default; one line "
             "naming them, exit 1) or skip them (counted in the summary)",
         ),
+        "--include-headers": dict(
+            dest="source.include_headers",
+            action="store_const",
+            const=True,
+            help="the records' Kafka headers as a headers column of the output (JSON text); "
+            "the quarantine always has them",
+        ),
         "--max-offsets-per-trigger": dict(
             dest="source.max_offsets_per_trigger",
             type=int,

@@ -106,7 +106,6 @@ with warnings.catch_warnings():
             return comma_separated(value)
 
 
-DEFAULT_OUTPUT = {"format": "csv", "path": "output", "columns": list(PROCESSED_COLUMNS)}
 # A rejected row has no id: where it was read keys it on a topic, the same key when it is sent again.
 DEFAULT_QUARANTINE = {"format": "json", "path": "quarantine", "key": ["topic", "partition", "offset"]}
 
@@ -127,7 +126,9 @@ def load_pipeline_config(
     required = _required(sections.schema, sections.required)
     # The seed's columns are its own; a user's schema writes its fields and what the transforms
     # add, which the plan tells.
-    output_defaults = {key: value for key, value in DEFAULT_OUTPUT.items() if key != "columns" or not sections.schema}
+    output_defaults: Dict[str, Any] = {"format": "csv", "path": "output"}
+    if not sections.schema:
+        output_defaults["columns"] = [*PROCESSED_COLUMNS, *source.output_columns]
     output = build_sink(sections.output, OUTPUT, output_defaults, kafka)
     quarantine = build_sink(sections.quarantine, QUARANTINE, DEFAULT_QUARANTINE, kafka)
     require(

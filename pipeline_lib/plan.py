@@ -228,6 +228,7 @@ def _check_on_schema(
     if config.schema is not None and not config.output.options.columns:
         lineage = [name for name in source.columns if name != "value"]
         written = [name for name in rows.columns if name not in lineage and name not in MARKER_COLUMNS]
+        written += config.source.output_columns
         output = copy.copy(config.output)
         output.options = output.options.model_copy(update={"columns": tuple(written)})
         config = replace(config, output=output)

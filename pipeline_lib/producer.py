@@ -144,6 +144,21 @@ def encode(record: Dict[str, object]) -> bytes:
     return json.dumps(record).encode("utf-8")
 
 
+def _close(producer: KafkaProducer, config: ProducerConfig) -> None:
+    """Close once every record sent has its outcome, so the count of those not acknowledged is final.
+
+    A record the broker never answered fails at the delivery timeout (``config.timeout``) after it
+    was sent, so waiting a little longer than that settles them all. Should one still be open,
+    kafka-python's ``close`` raises from its flush before stopping the sender thread, and raises
+    again when the object is collected at exit; stopping that thread here ends both.
+    """
+    try:
+        producer.close(timeout=config.timeout + 5)
+    except KafkaTimeoutError:
+        producer._sender.force_close()
+        producer._closed = True
+
+
 def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) -> int:
     """Send ``config.count`` generated records; return how many the broker acknowledged.
 
@@ -208,10 +223,10 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
         tail = RUN_TAIL if transactional else 100
         highest, committed = _scan_tail(kafka, config.timeout, tail, config.run_id) if scan else (0, 0)
     except KafkaError as error:
-        producer.close(timeout=5)
+        _close(producer, config)
         raise ProduceError(f"Kafka at {kafka.bootstrap_servers}: {describe(error)}", 0, config.count) from None
     if committed:
-        producer.close(timeout=5)
+        _close(producer, config)
         emit(f"run {config.run_id} is already on {kafka.topic} (committed by an earlier attempt): nothing sent again")
         return config.count
     start_id = config.start_id if config.start_id is not None else highest + 1
@@ -231,7 +246,7 @@ def send_records(config: ProducerConfig, emit: Callable[[str], None] = print) ->
     except KafkaError as error:
         interrupted = error  # the records it kept from being sent or acknowledged are counted below
     finally:
-        producer.close(timeout=5)
+        _close(producer, config)
     outcomes.settle()
     if outcomes.acknowledged < config.count:
         raise ProduceError(_not_acknowledged(config, outcomes, interrupted), outcomes.acknowledged, config.count)
@@ -414,7 +429,7 @@ def _send_transaction(
             config.count,
         ) from None
     finally:
-        producer.close(timeout=5)
+        _close(producer, config)
     emit(f"run {config.run_id}: ids {start_id}-{start_id + config.count - 1} committed in one transaction")
     return config.count
 

@@ -274,7 +274,7 @@ def valid_records() -> Transform:
     """Keep the rows :func:`parse_json` accepted, without its marker columns.
 
     >>> parsed.transform(valid_records()).columns  # doctest: +SKIP
-    ['id', 'value', 'timestamp', 'topic', 'partition', 'offset', 'kafka_timestamp']
+    ['id', 'value', 'timestamp', 'topic', 'partition', 'offset', 'kafka_timestamp', 'headers']
     """
 
     def transform(df: DataFrame) -> DataFrame:

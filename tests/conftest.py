@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -173,8 +173,15 @@ def topic(request) -> str:
     return f"t{next(_topic_numbers)}-{name}"
 
 
-def send_raw(bootstrap: str, topic: str, payloads: Iterable[Optional[bytes]], partitions: int = 1) -> int:
-    """Write payloads to ``topic`` as they are (no JSON encoding); returns how many."""
+def send_raw(
+    bootstrap: str,
+    topic: str,
+    payloads: Iterable[Optional[bytes]],
+    partitions: int = 1,
+    headers: Optional[List[Tuple[str, bytes]]] = None,
+) -> int:
+    """Write payloads to ``topic`` as they are (no JSON encoding), each with Kafka ``headers``;
+    returns how many."""
     from kafka import KafkaProducer
 
     from pipeline_lib.kafka_client import KafkaSettings
@@ -184,7 +191,7 @@ def send_raw(bootstrap: str, topic: str, payloads: Iterable[Optional[bytes]], pa
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 * 1024 * 1024)
     # kafka-python refuses a message with neither key nor value: a null value gets a key.
     futures: List = [
-        producer.send(topic, key=None if payload is not None else b"null-value", value=payload)
+        producer.send(topic, key=None if payload is not None else b"null-value", value=payload, headers=headers)
         for payload in payloads
     ]
     producer.flush(30)

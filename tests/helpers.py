@@ -45,3 +45,17 @@ def spark_submit_command(script: Path, *args: str, master: str = "local[2]") -> 
 
 def spark_submit(script: Path, *args: str, master: str = "local[2]", **kwargs) -> subprocess.CompletedProcess:
     return run(spark_submit_command(script, *args, master=master), **kwargs)
+
+
+def processes_running(*arguments: str) -> List[int]:
+    """The pids of this machine's processes whose command line has each of ``arguments``."""
+    wanted = [argument.encode() for argument in arguments]
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            command_line = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if entry.isdigit() else []
+        except OSError:
+            continue  # ended while listed
+        if command_line and all(argument in command_line for argument in wanted):
+            found.append(int(entry))
+    return found

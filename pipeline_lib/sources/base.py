@@ -1,7 +1,7 @@
 """What every source is: its options, a check before any query starts, and how it reads.
 
 A source returns raw payloads in ``value`` plus lineage columns of its own (Kafka's topic,
-partition, offset and timestamp as ``kafka_timestamp``); it knows nothing of parsing or
+partition, offset, timestamp as ``kafka_timestamp`` and headers); it knows nothing of parsing or
 transforms. Each source is one class in one module, registered by type name::
 
     @register_source("kafka")
@@ -50,6 +50,12 @@ class Source(ABC):
     def describe(self) -> str:
         """A few words for the job's first line ("topic input-data")."""
         return type(self).__name__
+
+    @property
+    def output_columns(self) -> Tuple[str, ...]:
+        """Columns of the source's own that the output writes by default, after the record's
+        fields (the others go to the quarantine only)."""
+        return ()
 
     def check(self) -> None:
         """Fail fast, before any query starts, on what the source can tell without Spark."""

@@ -9,7 +9,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 
 from pydantic import PositiveFloat, PositiveInt, field_validator, model_validator
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, DataFrameReader, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamReader
 
@@ -19,7 +19,7 @@ from pipeline_lib.kafka_client import KafkaSettings, earliest_offsets, spark_opt
 from pipeline_lib.reports import PartitionOffsets, offsets_text
 from pipeline_lib.sources.base import Source, register_source
 
-LINEAGE_COLUMNS = ("topic", "partition", "offset", "kafka_timestamp")
+LINEAGE_COLUMNS = ("topic", "partition", "offset", "kafka_timestamp", "headers")
 
 
 class TopicNotFoundError(PipelineError):
@@ -82,6 +82,8 @@ class KafkaSourceOptions(Settings):
     connect_timeout: PositiveFloat = 30.0  # seconds to reach the broker before the query starts
     # Records of aborted transactions (a producer killed half-way) are never read.
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    # The records' Kafka headers (a trace id) in the output's columns too; the quarantine always has them.
+    include_headers: bool = False
 
     @field_validator("starting_offsets")
     @classmethod
@@ -115,8 +117,10 @@ class KafkaSourceOptions(Settings):
 
 @register_source("kafka")
 class KafkaSource(Source):
-    """``value`` (the payload bytes), ``topic``, ``partition``, ``offset`` and Kafka's own
-    timestamp as ``kafka_timestamp``, so it cannot clash with a record's ``timestamp`` field."""
+    """``value`` (the payload bytes), ``topic``, ``partition``, ``offset``, Kafka's own
+    timestamp as ``kafka_timestamp``, so it cannot clash with a record's ``timestamp`` field, and
+    the record's Kafka ``headers`` as JSON text, ``[{"key": "trace_id", "value": "4bf92f"}]`` (values
+    as UTF-8; null for a record without headers)."""
 
     Options = KafkaSourceOptions
     options: KafkaSourceOptions
@@ -128,6 +132,10 @@ class KafkaSource(Source):
 
     def describe(self) -> str:
         return f"topic {self.kafka.topic}"
+
+    @property
+    def output_columns(self) -> Tuple[str, ...]:
+        return ("headers",) if self.options.include_headers else ()
 
     def check(self) -> None:
         # Spark's Kafka client retries an unreachable broker or bad credentials without end,
@@ -178,6 +186,7 @@ class KafkaSource(Source):
             .option("subscribe", self.kafka.topic)
             .option("failOnDataLoss", str(not self.options.skips_lost_offsets).lower())
             .option("kafka.isolation.level", self.options.isolation_level)
+            .option("includeHeaders", "true")
         )
 
     def _starting(self, reader):
@@ -200,7 +209,15 @@ class KafkaSource(Source):
                     "PIPELINE_JARS to a folder of the connector's jars (spark-submit: --jars)"
                 ) from error
             raise
-        return raw.select("value", *LINEAGE_COLUMNS[:3], F.col("timestamp").alias("kafka_timestamp"))
+        # Text, so that every sink writes them (CSV takes no arrays); a list, as a key may repeat.
+        headers = F.to_json(F.transform("headers", _header_as_text))
+        return raw.select(
+            "value", *LINEAGE_COLUMNS[:3], F.col("timestamp").alias("kafka_timestamp"), headers.alias("headers")
+        )
+
+
+def _header_as_text(header: Column) -> Column:
+    return F.struct(header["key"], header["value"].cast("string").alias("value"))
 
 
 # The opening words of Spark's failOnDataLoss errors (its KAFKA_DATA_LOSS error condition),

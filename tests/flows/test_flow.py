@@ -8,19 +8,22 @@ not among Kestra's published modules; that type is the only change (first test b
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 import yaml
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from infra.kafka.broker import free_port
 from infra.kestra.run_flow import ENGINE_COMMANDS_TYPE, OFFICIAL_COMMANDS_TYPE, Execution, engine_source
 from pipeline_lib.producer import RUN_HEADER
-from tests.helpers import ROOT
+from tests.helpers import ROOT, processes_running
 
 pytestmark = pytest.mark.kestra
 
@@ -262,6 +265,54 @@ def test_two_executions_started_together_run_one_after_the_other_with_disjoint_i
     assert sorted(ids) == sorted(execution.id for execution in executions)
     assert not set(ids[waiting.id]) & set(ids[ran_first.id]), ids
     assert read_ids(spark, tmp_path / "output") == list(range(1, 41))
+
+
+def values_by_id(bootstrap: str, topic: str, isolation_level: str) -> Dict[int, List[int]]:
+    """Every record's value on the topic by its id: read_uncommitted includes aborted transactions."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000,
+        isolation_level=isolation_level,
+    )
+    values: Dict[int, List[int]] = defaultdict(list)
+    for message in consumer:
+        record = json.loads(message.value)
+        values[record["id"]].append(record["value"])
+    consumer.close()
+    return values
+
+
+def test_an_ingest_attempt_killed_mid_send_is_retried_and_every_id_lands_once_with_its_values(
+    kestra, bootstrap, topic, spark, tmp_path
+):
+    count = 200_000  # long enough a send to be killed in the middle of it
+    inputs = dict(pipeline_inputs(bootstrap, topic, tmp_path), record_count=str(count))
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap)
+
+    started = kestra.submit(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not started.done():
+        partitions = watcher.partitions_for_topic(topic) or set()
+        sending = processes_running("jobs/produce.py", topic)
+        if sending and partitions:
+            ends = watcher.end_offsets([TopicPartition(topic, p) for p in partitions])
+            if sum(ends.values()) > 0:  # records of the open transaction are on the topic
+                for pid in sending:
+                    os.kill(pid, signal.SIGKILL)
+                break
+        watcher.poll(timeout_ms=100)
+    watcher.close()
+    execution = started.result(timeout=EXECUTION_TIMEOUT + 120)
+
+    assert execution.state == "SUCCESS", detail(execution)
+    assert execution.task_run("ingest_data").attempts == 2
+    assert execution.outputs == {"records_sent": count, "rows_written": count, "rows_quarantined": 0}
+    committed = values_by_id(bootstrap, topic, "read_committed")
+    everything = values_by_id(bootstrap, topic, "read_uncommitted")
+    aborted = {record_id for record_id, values in everything.items() if len(values) > 1}
+    assert aborted, "the first attempt was killed before a record of it reached the topic"
+    assert all(len(set(everything[record_id])) == 1 for record_id in aborted)  # the retry sent the same values
+    assert sorted(committed) == list(range(1, count + 1)) and all(len(v) == 1 for v in committed.values())
+    assert read_ids(spark, tmp_path / "output") == list(range(1, count + 1))
 
 
 def test_an_unreachable_broker_fails_ingest_after_3_attempts_and_the_errors_branch_names_it(kestra, tmp_path):

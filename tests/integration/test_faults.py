@@ -172,12 +172,6 @@ def test_broker_restart_during_produce_loses_and_duplicates_nothing(kafka, boots
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,  # no "error:" line to unpack: a traceback instead
-    reason="send_records closes the producer with close(timeout=5) in a finally: with records still "
-    "unsent, kafka-python raises KafkaTimeoutError there and the job exits 1 with a traceback",
-)
 def test_an_outage_longer_than_the_timeout_ends_the_producer_saying_how_many_were_not_acknowledged(
     kafka, bootstrap, topic
 ):

@@ -22,7 +22,7 @@ from tests.conftest import send_raw
 from tests.helpers import ROOT, job
 from tests.integration.test_pipeline import produce, stream
 
-QUARANTINE_COLUMNS = ["payload", "payload_base64", "topic", "partition", "offset", "kafka_timestamp", "reason"]
+QUARANTINE_COLUMNS = ["payload", "payload_base64", "topic", "partition", "offset", "kafka_timestamp", "headers", "reason"]
 
 
 def quarantine_with_every_kind(spark, bootstrap, topic, folder):
@@ -79,7 +79,7 @@ def test_a_batch_read_of_the_topic_has_the_stream_columns_and_keeps_kafka_timest
     raw = source.read_batch(spark)
     good, rejected = split_valid(raw.transform(parse_json()))
 
-    assert raw.columns == ["value", "topic", "partition", "offset", "kafka_timestamp"]
+    assert raw.columns == ["value", "topic", "partition", "offset", "kafka_timestamp", "headers"]
     assert [(row["id"], row["timestamp"]) for row in good.collect()] == [(1, 5.5)]
     assert rejected.first()["kafka_timestamp"] is not None
 

@@ -34,7 +34,7 @@ REJECTED = {
     b"\xff\xfe": "payload is not valid UTF-8",
     None: "payload is null",
 }
-QUARANTINE_COLUMNS = ["payload", "payload_base64", "topic", "partition", "offset", "kafka_timestamp", "reason"]
+QUARANTINE_COLUMNS = ["payload", "payload_base64", "topic", "partition", "offset", "kafka_timestamp", "headers", "reason"]
 _names = itertools.count(1)
 
 
