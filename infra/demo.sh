@@ -8,7 +8,8 @@ PY=${PY:-.venv/bin/python}
 KAFKA_HOME=${KAFKA_HOME:-.kafka}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 BOOTSTRAP=127.0.0.1:$KAFKA_PORT
-DEMO=.demo
+DEMO=${DEMO_DIR:-.demo}
+TOPIC=${DEMO_TOPIC:-input-data}
 mkdir -p "$DEMO"
 
 started=0
@@ -19,10 +20,10 @@ fi
 trap '[ "$started" = 1 ] && "$PY" infra/kafka/broker.py stop --home "$KAFKA_HOME"' EXIT
 
 # Ids go on from the highest one on the topic, so every run adds 20 new records.
-"$PY" jobs/produce.py --bootstrap-servers "$BOOTSTRAP" --topic input-data --count 20
+"$PY" jobs/produce.py --bootstrap-servers "$BOOTSTRAP" --topic "$TOPIC" --count 20
 
 PIPELINE_VENV="$(dirname "$(dirname "$PY")")" infra/spark/submit --master 'local[2]' --conf spark.ui.enabled=false \
-  jobs/stream.py --bootstrap-servers "$BOOTSTRAP" --topic input-data \
+  jobs/stream.py --bootstrap-servers "$BOOTSTRAP" --topic "$TOPIC" \
   --output "$DEMO/output" --checkpoint "$DEMO/checkpoint" --quarantine "$DEMO/quarantine" \
   --trigger available-now --show 1000
 echo "CSV output: $DEMO/output (batch-*.csv: whole batches only, for any reader)"

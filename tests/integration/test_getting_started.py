@@ -196,3 +196,19 @@ def test_the_library_pages_examples_run_as_written(spark, bootstrap, topic, tmp_
     assert len(examples) == 2
     assert namespace["raw"].count() == 5 and namespace["good"].count() == 5
 
+
+
+def test_make_demo_twice_prints_the_rows_and_the_second_run_adds_the_next_20(kafka, spark, topic, tmp_path):
+    """The quick start's first command on the session's broker (so it starts none), run twice."""
+    env = dict(os.environ, PY=sys.executable, KAFKA_PORT=str(kafka.port), DEMO_DIR=str(tmp_path), DEMO_TOPIC=topic)
+    runs = [subprocess.run(["bash", "infra/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"sent 20 records to {topic}" in run.stdout
+        assert "done: 20 rows written, 0 quarantined" in run.stdout
+    shown = [line for line in runs[1].stdout.splitlines() if re.match(r"\|\d+ +\|", line)]
+    assert [int(line.split("|")[1]) for line in shown] == list(range(1, 41))
+    assert all(re.fullmatch(r"\|\d+ +\|\d+ +\|\d+\.\d+ *\|\d+ +\|", line) for line in shown), shown[:3]  # plain decimals
+    assert sorted(int(row.id) for row in spark.read.csv(str(tmp_path / "output"), header=True).collect()) == list(range(1, 41))

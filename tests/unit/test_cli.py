@@ -43,6 +43,9 @@ def test_stream_job_rejects_bad_option(args, fragments):
         (["--rate", "0"], ["--rate", "above 0"]),
         (["--partitions", "0"], ["--partitions"]),
         (["--bootstrap-servers", "host:port"], ["--bootstrap-servers"]),
+        (["--run-start", "2024-05-08T15:20:00Z"], ["--run-start", "needs run_id"]),
+        # A run is one Kafka transaction, which the broker ends after 15 minutes by default.
+        (["--run-id", "r1", "--count", "7810", "--rate", "10"], ["--rate", "at most 780s", "take 781s"]),
     ],
 )
 def test_produce_job_rejects_bad_option(args, fragments):

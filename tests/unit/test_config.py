@@ -7,6 +7,7 @@ from pipeline_lib.kafka_client import KafkaSettings, spark_options
 from pipeline_lib.pipeline import TransformSpec, load_pipeline_config
 from pipeline_lib.plan import make_plan
 from pipeline_lib.producer import load_producer_config
+from pipeline_lib.sources import build_source
 from pipeline_lib.triggers import spark_trigger
 
 
@@ -179,6 +180,31 @@ def test_password_is_not_in_the_config_repr():
     kafka = KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="hunter2")
 
     assert "hunter2" not in repr(kafka)
+
+
+def test_the_streams_plan_shows_no_sasl_password(spark):
+    kafka = KafkaSettings(
+        bootstrap_servers="127.0.0.1:9", topic="t", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="u", sasl_password="hunter2",
+    )
+
+    plan = build_source({"type": "kafka"}, kafka).read_stream(spark)._jdf.queryExecution().toString()
+
+    assert "hunter2" not in plan and "kafka.sasl.jaas.config=*********(redacted)" in plan
+
+
+def test_the_streams_plan_shows_neither_the_client_key_nor_its_password(spark, tmp_path):
+    (tmp_path / "client.pem").write_text("-----BEGIN CERTIFICATE-----\nCERTIFICATE\n-----END CERTIFICATE-----\n")
+    (tmp_path / "client.key").write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nKEYBYTES\n-----END ENCRYPTED PRIVATE KEY-----\n")
+    kafka = KafkaSettings(
+        bootstrap_servers="127.0.0.1:9", topic="t", security_protocol="SSL", ssl_certfile=str(tmp_path / "client.pem"),
+        ssl_keyfile=str(tmp_path / "client.key"), ssl_password="hunter2",
+    )
+
+    plan = build_source({"type": "kafka"}, kafka).read_stream(spark)._jdf.queryExecution().toString()
+
+    assert "KEYBYTES" not in plan and "hunter2" not in plan
+    assert "kafka.ssl.keystore.key=*********(redacted)" in plan and "kafka.ssl.key.password=*********(redacted)" in plan
 
 
 def test_security_settings_reach_both_clients_from_one_place():
