@@ -73,6 +73,9 @@ RATIO_KEYS = {
     "producer_vs_confluent_ratio": ("producer", "project", "confluent", None),
 }
 LATENCY_RATIO_KEY = "latency_p99_vs_trigger_ratio"
+# Real-time mode, Kafka to Kafka: the pipeline as jobs/stream.py runs it, and with the clients' waits cut.
+RTM_KEYS = {"rtm_latency_p99_ms": "pipeline", "rtm_latency_p99_ms_tuned": "tuned"}
+RTM_TARGET = "<= 100"
 LATENCY_TARGET = "<= 2"
 # The project's producer's peak RSS less the kafka-python loop's (medians of their processes).
 MEMORY_KEY = "producer_peak_rss_vs_naive_mb"
@@ -738,6 +741,50 @@ def latency_phase(spark, bootstrap: str, work: Path, args, peaks: Peaks) -> Dict
 # ---------------------------------------------------------------- make demo
 
 
+def realtime_latency_phase(spark, bootstrap: str, work: Path, args) -> Dict[str, Any]:
+    """Real-time mode, Kafka to Kafka with the quarantine topic: per round each variant of
+    bench/latency_realtime.py once (the order reversed every other round), a record's latency
+    from its send to a consumer reading it off the output topic; per variant the median and range
+    of the rounds' percentiles after the warm-up records."""
+    from bench.latency_realtime import VARIANTS, measure
+
+    settings = argparse.Namespace(
+        count=args.rtm_count, rate=args.rtm_rate, partitions=args.partitions, interval="5m",
+        warm_up=args.rtm_warm_up, timeout=300.0,
+    )
+    rounds: Dict[str, List[Dict[str, Any]]] = {variant: [] for variant in VARIANTS}
+    for round_index in range(args.repeats):
+        for variant in in_turn(VARIANTS, round_index):
+            run = measure(spark, bootstrap, work, variant, settings)
+            if run["received"] != args.rtm_count or not run["after_warm_up"]:
+                raise RuntimeError(f"real-time {variant}: {run['received']} of {args.rtm_count} records came through")
+            rounds[variant].append(run)
+            figures = run["after_warm_up"]
+            say(f"  round {round_index + 1}, {variant}: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
+    return {
+        "rate_records_per_s": args.rtm_rate,
+        "records": args.rtm_count,
+        "warm_up_records": args.rtm_warm_up,
+        "partitions": args.partitions,
+        "method": (
+            "per run fresh topics and a query of its own in the bench's session; a first record through "
+            "before the clock starts; kafka-python sends at the rate (linger_ms 0, acks 1), each record's "
+            "timestamp its send time; a kafka-python consumer (fetch_max_wait_ms 10) reads the output topic; "
+            "latency = moment read - timestamp; percentiles of the records after the warm-up; variants: "
+            "pipeline = run() as jobs/stream.py --trigger real-time runs it, tuned = the same records with "
+            "the source's kafka.fetch.max.wait.ms 10 and the sink's kafka.linger.ms 0"
+        ),
+        "variants": {
+            variant: {
+                f"{key}_ms": spread([run["after_warm_up"][f"{key}_ms"] for run in runs])
+                for key in ("p50", "p95", "p99", "max")
+            }
+            | {"runs": runs}
+            for variant, runs in rounds.items()
+        },
+    }
+
+
 def demo_phase(work: Path, make_steps: Optional[Path]) -> Dict[str, Any]:
     """``infra/demo.sh`` as ``make demo`` runs it, in a folder of its own (its .demo and its own
     broker on a free port), each step timed from the lines the script prints."""
@@ -959,7 +1006,7 @@ def charts(results: Dict[str, Any], folder: Path) -> None:
 
     latency = results.get("latency") or {}
     batches = latency.get("batches") or []
-    figure, axis = plt.subplots(figsize=(13, 5.5))
+    figure, (axis, realtime_axis) = plt.subplots(1, 2, figsize=(17, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     if batches:
         x = [b["committed_after_s"] for b in batches]
         for key, label in (("max_s", "max"), ("p99_s", "p99"), ("p95_s", "p95"), ("p50_s", "p50")):
@@ -977,10 +1024,36 @@ def charts(results: Dict[str, Any], folder: Path) -> None:
         fontsize=11,
     )
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axis.legend(fontsize=8, loc="upper left")
+    realtime_chart(realtime_axis, results.get("latency_realtime") or {}, latency)
     figure.tight_layout()
     figure.savefig(folder / "latency.png", dpi=110)
     plt.close(figure)
+
+
+def realtime_chart(axis, realtime: Dict[str, Any], latency: Dict[str, Any]) -> None:
+    """Real-time mode's percentiles per variant: the median of the rounds, bars to their range."""
+    variants = realtime.get("variants") or {}
+    keys = ("p50", "p95", "p99", "max")
+    width = 0.8 / max(1, len(variants))
+    for offset, (variant, figures) in enumerate(variants.items()):
+        medians = [figures[f"{key}_ms"]["median"] for key in keys]
+        low = [median - figures[f"{key}_ms"]["range"][0] for median, key in zip(medians, keys)]
+        high = [figures[f"{key}_ms"]["range"][1] - median for median, key in zip(medians, keys)]
+        positions = [index + offset * width for index in range(len(keys))]
+        axis.bar(positions, medians, width, yerr=[low, high], capsize=3, label=f"real-time, {variant}")
+    if latency.get("p99_s"):
+        axis.axhline(1000 * latency["p99_s"], color="red", linestyle=":", label="micro-batch p99 (left)")
+    axis.axhline(100, color="grey", linestyle="--", label="target p99: 100 ms")
+    axis.set_xticks([index + width * (len(variants) - 1) / 2 for index in range(len(keys))], keys)
+    axis.set_yscale("log")
+    axis.set_ylabel("latency: send to read off the output topic (ms)")
+    axis.set_title(
+        f"Real-time mode, Kafka to Kafka: {realtime.get('rate_records_per_s', 0):,.0f} records/s, "
+        f"{realtime.get('records', 0):,} a run", fontsize=11,
+    )
+    axis.grid(True, axis="y", which="both", alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -992,6 +1065,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--latency-rate", type=float, default=2000.0, help="records/s of the latency phase's input")
     parser.add_argument("--trigger-seconds", type=float, default=1.0)
+    parser.add_argument("--rtm-count", type=int, default=6000, help="records per run of the real-time latency phase")
+    parser.add_argument("--rtm-rate", type=float, default=1000.0, help="records/s of the real-time latency phase")
+    parser.add_argument("--rtm-warm-up", type=int, default=1000, help="first records of a real-time run left out")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"), help="results.json; the charts go beside it")
     parser.add_argument("--make-steps", help="JSON of bench/make_steps.py (venv and jars timings)")
     parser.add_argument("--skip-demo", action="store_true", help="leave make demo's timing out (its keys stay, null)")
@@ -1122,6 +1198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         say(f"latency: {args.latency_rate:g} records/s for {args.latency_seconds:g}s, trigger {args.trigger_seconds:g}s")
         results["latency"] = latency_phase(spark, bootstrap, work / "latency", args, peaks)
         say(f"  p50 {results['latency']['p50_s']}s, p95 {results['latency']['p95_s']}s, p99 {results['latency']['p99_s']}s")
+        say(f"real-time latency: {args.rtm_count:,} records at {args.rtm_rate:g}/s, {args.repeats} rounds of each variant")
+        results["latency_realtime"] = realtime_latency_phase(spark, bootstrap, work / "latency-realtime", args)
         with peaks.measure():
             pass
         results["memory"] = {
@@ -1147,9 +1225,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         results[f"{key}_range"] = figures["range"]
     p99 = results["latency"].get("p99_s")
     results[LATENCY_RATIO_KEY] = round(p99 / results["latency"]["trigger_seconds"], 3) if p99 else None
+    for key, variant in RTM_KEYS.items():
+        figures = results["latency_realtime"]["variants"][variant]["p99_ms"]
+        results[key], results[f"{key}_range"] = figures["median"], figures["range"]
     results["targets"] = {key: target for key, (*_, target) in RATIO_KEYS.items() if target}
     results["targets"][MEMORY_KEY] = MEMORY_TARGET
     results["targets"][LATENCY_RATIO_KEY] = LATENCY_TARGET
+    results["targets"]["rtm_latency_p99_ms"] = RTM_TARGET
     results["bench_seconds"] = round(time.perf_counter() - bench_started, 1)
     results["load_average"]["end"] = [round(load, 2) for load in os.getloadavg()]
     # Other scripts keep their own keys in this file (bench/soak.py's soak): leave them be.
@@ -1160,7 +1242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     say(f"wrote {out}, {out.parent / 'throughput.png'}, {out.parent / 'latency.png'}")
-    for key in [*ratio_keys(), LATENCY_RATIO_KEY]:
+    for key in [*ratio_keys(), LATENCY_RATIO_KEY, *RTM_KEYS]:
         spread_text = f", range {results[key + '_range']}" if key + "_range" in results else ""
         say(f"{key} = {results[key]}{spread_text} (target {results['targets'].get(key, 'none')}) at N={largest:,}")
     return 0

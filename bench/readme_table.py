@@ -23,6 +23,7 @@ from bench.bench_suite import (  # noqa: E402
     MEMORY_KEY,
     PRODUCER_LABELS,
     RATIO_KEYS,
+    RTM_KEYS,
     STREAM_LABELS,
     TIMERS,
     timer_key,
@@ -93,6 +94,10 @@ def render(results: Dict[str, Any]) -> str:
     latency_cells = ["-"] * (len(sizes) - 1) + [number(results.get(LATENCY_RATIO_KEY), 2)]
     latency_target = targets.get(LATENCY_RATIO_KEY)
     rows.append([f"`{LATENCY_RATIO_KEY}`", "one run", *latency_cells, latency_target or "-", met(results.get(LATENCY_RATIO_KEY), latency_target)])
+    for key in RTM_KEYS:
+        figure = {"median": results[key], "range": results[f"{key}_range"]} if results.get(key) is not None else None
+        cells = ["-"] * (len(sizes) - 1) + [with_range(figure, 0)]
+        rows.append([f"`{key}`", "real-time, ms", *cells, targets.get(key, "-"), met(results.get(key), targets.get(key))])
     lines += table(["ratio", "timer", *[f"N = {size:,}" for size in sizes], "target", f"at N = {at:,}"], rows)
 
     def throughput(section: str, name: str, size: int) -> str:

@@ -16,6 +16,7 @@ from bench.bench_suite import (  # noqa: E402
     CLEAN_SIDES,
     LATENCY_RATIO_KEY,
     PRODUCER_LABELS,
+    RTM_KEYS,
     STREAM_LABELS,
     ratio_keys,
 )
@@ -29,7 +30,8 @@ def test_bench_writes_every_key(tmp_path):
     result = subprocess.run(
         [
             sys.executable, str(ROOT / "bench" / "bench_suite.py"), "--sizes", "20",
-            "--latency-seconds", "3", "--latency-rate", "200", "--out", str(out), "--work", str(tmp_path / "work"),
+            "--latency-seconds", "3", "--latency-rate", "200", "--rtm-count", "300", "--rtm-rate", "200",
+            "--rtm-warm-up", "50", "--out", str(out), "--work", str(tmp_path / "work"),
         ],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
@@ -44,6 +46,11 @@ def test_bench_writes_every_key(tmp_path):
         assert results["ratios"]["20"][key]["median"] == results[key], key
         assert len(results["ratios"]["20"][key]["rounds"]) == repeats, key
     assert isinstance(results[LATENCY_RATIO_KEY], float)
+    for key, variant in RTM_KEYS.items():
+        low, high = results[f"{key}_range"]
+        assert 0 < low <= results[key] <= high, key
+        assert len(results["latency_realtime"]["variants"][variant]["runs"]) == repeats, key
+        assert all(run["received"] == 300 for run in results["latency_realtime"]["variants"][variant]["runs"])
     assert results["ratio_records"] == 20
     assert results["machine"]["cores"] >= 1 and results["machine"]["memory_gib"] > 0
     assert all(results["versions"][name] for name in ("spark", "kafka", "kafka_python", "confluent_kafka"))
@@ -69,4 +76,5 @@ def test_bench_writes_every_key(tmp_path):
     assert set(results["demo"]["steps_s"]) >= {"venv", "jars", "broker", "produce", "spark_start", "batch"}
     for chart in ("throughput.png", "latency.png"):
         assert (out.parent / chart).stat().st_size > 10_000
+    assert "`rtm_latency_p99_ms`" in render(results)
     assert "`stream_vs_naive_ratio`" in render(results) and "`producer_peak_rss_vs_naive_mb`" in render(results)
