@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the work failed (a one-line reason on stderr), 2 bad co
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import re
 import sys
@@ -204,12 +205,32 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def produce_parser() -> argparse.ArgumentParser:
+    """jobs/produce.py's command line."""
+    return _parser("Send generated records to Kafka.", copy.deepcopy(PRODUCE_FLAGS))
+
+
+def stream_parser(flags: Optional[Dict[str, Dict[str, Any]]] = None) -> argparse.ArgumentParser:
+    """jobs/stream.py's command line."""
+    parser = _parser(
+        "Stream records from a source through the transforms into files.", copy.deepcopy(flags or _stream_flags())
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check the configuration, print the plan and exit, writing nothing"
+    )
+    for kind in ("transforms", "sources", "sinks"):
+        parser.add_argument(
+            f"--list-{kind}", action="store_true", help=f"print the {kind}, one a line with its options, and exit"
+        )
+    return parser
+
+
 def produce_main(argv: Optional[Sequence[str]] = None) -> int:
     from pipeline_lib.producer import ProduceError, load_producer_config, send_records
 
     overrides: Dict[str, Any] = {}
     try:
-        args = _parser("Send generated records to Kafka.", PRODUCE_FLAGS).parse_args(argv)
+        args = produce_parser().parse_args(argv)
         overrides = _overrides(args, PRODUCE_FLAGS)
         config = load_producer_config(args.config, overrides)
     except ConfigError as error:
@@ -230,15 +251,7 @@ def stream_main(argv: Optional[Sequence[str]] = None) -> int:
     flags = _stream_flags()
     overrides: Dict[str, Any] = {}
     try:
-        parser = _parser("Stream records from a source through the transforms into files.", flags)
-        parser.add_argument(
-            "--dry-run", action="store_true", help="check the configuration, print the plan and exit, writing nothing"
-        )
-        for kind in ("transforms", "sources", "sinks"):
-            parser.add_argument(
-                f"--list-{kind}", action="store_true", help=f"print the {kind}, one a line with its options, and exit"
-            )
-        args = parser.parse_args(argv)
+        args = stream_parser(flags).parse_args(argv)
         listed = [kind for kind in ("transforms", "sources", "sinks") if getattr(args, f"list_{kind}")]
         if listed:
             from pipeline_lib.catalog import catalog_lines

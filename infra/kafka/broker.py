@@ -769,7 +769,8 @@ def _wait_exit(node: LocalKafka, pid: int, deadline: float) -> None:
     node.pid_file.unlink(missing_ok=True)
 
 
-def main(argv: Optional[list] = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """broker.py's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["fetch", "start", "stop", "status"])
     parser.add_argument("--home", default=".kafka", help="data, config, log and pid folder")
@@ -783,13 +784,18 @@ def main(argv: Optional[list] = None) -> int:
         help=f"with fetch and start: this release of Apache Kafka, {'.'.join(map(str, OLDEST_KAFKA))} or later, "
         "its jars in infra/kafka/libs/kafka-X.Y.Z (default: the one pom.xml pins)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[list] = None) -> int:
+    command_line = parser()
+    args = command_line.parse_args(argv)
     if args.nodes < 1:
-        parser.error("--nodes: 1 or more")
+        command_line.error("--nodes: 1 or more")
     try:
         libs_folder(args.kafka_version)
     except ValueError as error:
-        parser.error(str(error))
+        command_line.error(str(error))
     port = args.port if args.port is not None else int(os.environ.get("KAFKA_PORT", "9092"))
     if args.action != "fetch" and (args.nodes > 1 or LocalKafkaCluster.holds_cluster(Path(args.home))):
         return _cluster_main(args, port)

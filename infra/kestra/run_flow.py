@@ -481,7 +481,8 @@ def _print_execution(execution: Execution) -> None:
     print(f"execution {execution.id}: {execution.state} in {execution.seconds:.1f} s")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """run_flow.py's command line."""
     parser = argparse.ArgumentParser(
         description="Run a Kestra flow once on Kestra's own engine (no server, no UI).",
         epilog="exit codes: 0 SUCCESS, 1 another final state or an engine failure, "
@@ -500,8 +501,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=3600.0, metavar="SECONDS", help="for the execution (default 3600)"
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
     try:
         inputs = _parse_inputs(args.inputs)
         source = args.flow.read_text()
