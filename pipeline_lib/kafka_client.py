@@ -6,6 +6,7 @@ for the same settings are rendered by the Kafka source (``pipeline_lib.sources.k
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from kafka.admin import NewTopic, OffsetSpec
 from kafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError
 from pydantic import Field, field_validator, model_validator
 
-from pipeline_lib.config import Settings
+from pipeline_lib.config import Settings, require
 from pipeline_lib.errors import ConfigError, PipelineError
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -409,10 +410,32 @@ def spark_options(kafka: KafkaSettings) -> Dict[str, str]:
         # Inline PEM rather than file paths: executors on other hosts need no copy of the files.
         options["kafka.ssl.keystore.type"] = "PEM"
         options["kafka.ssl.keystore.certificate.chain"] = _read(kafka.ssl_certfile)
-        options["kafka.ssl.keystore.key"] = _read(kafka.ssl_keyfile)
+        options["kafka.ssl.keystore.key"] = _java_readable_key(kafka.ssl_keyfile, kafka.ssl_password)
         if kafka.ssl_password:
             options["kafka.ssl.key.password"] = kafka.ssl_password
     return options
+
+
+# PBES2's object identifier (RFC 8018), DER-encoded: how openssl 3 and Python's cryptography
+# encrypt a PKCS#8 key by default.
+_PBES2 = bytes.fromhex("06092a864886f70d01050d")
+
+
+def _java_readable_key(path: str, password: Optional[str]) -> str:
+    """The PEM key of ``path`` for Kafka's Java client, or a ConfigError saying why it cannot read
+    it. kafka-python reads a PBES2-encrypted key; the Java client's PEM loader fails on one."""
+    text = _read(path)
+    if "-----BEGIN ENCRYPTED PRIVATE KEY-----" not in text:
+        return text
+    require(bool(password), "kafka.ssl_password", f"is needed: {path} is an encrypted key")
+    body = "".join(line for line in text.splitlines() if line and not line.startswith("-----"))
+    require(
+        _PBES2 not in base64.b64decode(body)[:32],
+        "kafka.ssl_keyfile",
+        f"{path} is encrypted with PBES2, which Spark's Kafka client cannot read; re-encrypt it with "
+        "`openssl pkcs8 -topk8 -v1 PBE-SHA1-3DES`, or give it unencrypted with file permissions 0600",
+    )
+    return text
 
 
 def _read(path: str) -> str:

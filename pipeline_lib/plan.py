@@ -204,6 +204,8 @@ def _check_on_schema(
     its output given the default columns of a user's schema: its fields and what the steps add."""
     try:
         source = config.source.read_stream(_session(config, spark))
+    except ConfigError:
+        raise  # it names its own field
     except (PySparkException, PipelineError) as error:
         raise ConfigError("source", str(error).splitlines()[0]) from error
     try:

@@ -3,6 +3,8 @@ SSL and over mutual TLS; a client certificate from another CA, or none, refused 
 broker certificate not signed by ssl_cafile, or not naming the host the jobs connect to, refused
 by the jobs. Each refusal is one line, and nothing is read or written."""
 
+import subprocess
+
 import pytest
 
 from tests.helpers import job
@@ -25,12 +27,26 @@ def stream_args(servers, topic, folder, config):
     ]
 
 
-@pytest.mark.parametrize("listener", ["ssl", "mutual-tls"])
+def encrypted_copy(keyfile, folder, password):
+    """The PEM key of ``keyfile`` as encrypted PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY"), by openssl."""
+    encrypted = folder / "client.encrypted.key.pem"
+    subprocess.run(
+        ["openssl", "pkcs8", "-topk8", "-v1", "PBE-SHA1-3DES", "-in", str(keyfile), "-out", str(encrypted),
+         "-passout", f"pass:{password}"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return encrypted
+
+
+@pytest.mark.parametrize("listener", ["ssl", "mutual-tls", "mutual-tls-encrypted-key"])
 def test_both_jobs_run_over_tls(kafka, tls_files, spark, topic, tmp_path, short_timeout, listener):
     if listener == "ssl":
         servers, env = kafka.ssl_bootstrap_servers, tls(tls_files.ca)
     else:
         servers, env = kafka.mtls_bootstrap_servers, tls(tls_files.ca, tls_files.client)
+    if listener == "mutual-tls-encrypted-key":
+        env.update(KAFKA_SSL_KEYFILE=str(encrypted_copy(tls_files.client.keyfile, tmp_path, "k3y pass")),
+                   KAFKA_SSL_PASSWORD="k3y pass")
 
     produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--count", "10", env=env)
     streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
@@ -40,6 +56,7 @@ def test_both_jobs_run_over_tls(kafka, tls_files, spark, topic, tmp_path, short_
     assert sorted(row["id"] for row in read_csv(spark, tmp_path).collect()) == list(range(1, 11))
     for result in (produced, streamed):
         assert "PRIVATE KEY" not in result.stdout + result.stderr
+        assert "k3y pass" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("client", ["other-ca", "none"])

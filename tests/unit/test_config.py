@@ -232,3 +232,44 @@ def test_security_settings_come_from_the_environment():
     )
 
     assert (config.kafka.sasl_username, config.kafka.sasl_password) == ("u", "p")
+
+
+def openssl_key(folder, *encryption):
+    """A new EC key in PEM, encrypted by openssl pkcs8 with ``encryption`` and the password "pw"."""
+    import subprocess
+
+    plain, encrypted = folder / "plain.key.pem", folder / "encrypted.key.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(plain)],
+                   check=True, capture_output=True, timeout=30)
+    subprocess.run(["openssl", "pkcs8", "-topk8", *encryption, "-in", str(plain), "-out", str(encrypted), "-passout", "pass:pw"],
+                   check=True, capture_output=True, timeout=30)
+    (folder / "client.pem").write_text("-----BEGIN CERTIFICATE-----\nCERTIFICATE\n-----END CERTIFICATE-----\n")
+    return encrypted
+
+
+def tls_settings(folder, keyfile, password):
+    return KafkaSettings(
+        security_protocol="SSL", ssl_certfile=str(folder / "client.pem"), ssl_keyfile=str(keyfile), ssl_password=password
+    )
+
+
+def test_a_pbes2_encrypted_key_is_refused_for_the_spark_job_naming_the_field_and_the_fix(tmp_path):
+    keyfile = openssl_key(tmp_path, "-v2", "aes-256-cbc")
+
+    with pytest.raises(ConfigError, match=r"^kafka.ssl_keyfile: .* is encrypted with PBES2.*-v1 PBE-SHA1-3DES"):
+        spark_options(tls_settings(tmp_path, keyfile, "pw"))
+
+
+def test_an_encrypted_key_without_its_password_is_refused_naming_ssl_password(tmp_path):
+    keyfile = openssl_key(tmp_path, "-v1", "PBE-SHA1-3DES")
+
+    with pytest.raises(ConfigError, match=r"^kafka.ssl_password: is needed: .* is an encrypted key"):
+        spark_options(tls_settings(tmp_path, keyfile, None))
+
+
+def test_a_pbes1_encrypted_key_goes_to_spark_with_its_password(tmp_path):
+    keyfile = openssl_key(tmp_path, "-v1", "PBE-SHA1-3DES")
+
+    options = spark_options(tls_settings(tmp_path, keyfile, "pw"))
+
+    assert options["kafka.ssl.keystore.key"] == keyfile.read_text() and options["kafka.ssl.key.password"] == "pw"
