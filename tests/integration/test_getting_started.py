@@ -198,6 +198,7 @@ def test_the_library_pages_examples_run_as_written(spark, bootstrap, topic, tmp_
 
 
 
+@pytest.mark.slow
 def test_make_demo_twice_prints_the_rows_and_the_second_run_adds_the_next_20(kafka, spark, topic, tmp_path):
     """The quick start's first command on the session's broker (so it starts none), run twice."""
     env = dict(os.environ, PY=sys.executable, KAFKA_PORT=str(kafka.port), DEMO_DIR=str(tmp_path), DEMO_TOPIC=topic)
