@@ -316,7 +316,7 @@ def test_an_ingest_attempt_killed_mid_send_is_retried_and_every_id_lands_once_wi
 
 
 def test_an_unreachable_broker_fails_ingest_after_3_attempts_and_the_errors_branch_names_it(kestra, tmp_path):
-    inputs = pipeline_inputs(f"127.0.0.1:{free_port()}", "unreachable", tmp_path)
+    inputs = dict(pipeline_inputs(f"127.0.0.1:{free_port()}", "unreachable", tmp_path), kafka_timeout="5")
 
     execution = kestra.run(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT)
 
@@ -325,7 +325,8 @@ def test_an_unreachable_broker_fails_ingest_after_3_attempts_and_the_errors_bran
     assert (ingest.state, ingest.attempts) == ("FAILED", 3)
     assert execution.task_run("process_data") is None
     errors = execution.logs_of("ingest_data", "ERROR")
-    assert any(message.startswith("error: ") and "cannot reach Kafka" in message for message in errors), detail(execution)
+    assert any(message.startswith("error: ") and "cannot reach Kafka" in message and "within 5s" in message
+               for message in errors), detail(execution)
     report = execution.task_run("report_failure")
     assert report is not None and report.state == "SUCCESS"
     assert any("failed in task ingest_data" in message for message in execution.logs_of("report_failure", "ERROR"))
