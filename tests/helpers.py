@@ -59,3 +59,32 @@ def processes_running(*arguments: str) -> List[int]:
         if command_line and all(argument in command_line for argument in wanted):
             found.append(int(entry))
     return found
+
+
+def stream_in_process(*arguments: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """``jobs/stream.py arguments`` run by its main in this process, on the test run's own
+    SparkSession, with ``env`` added to the environment meanwhile: for what the job does and
+    says. The tests of how it starts (a process of its own, spark-submit, signals) use :func:`job`.
+    Only Python's output is captured, not the JVM's own log."""
+    import contextlib
+    import io
+    import signal
+
+    from pipeline_lib.cli import stream_main
+
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    saved = {name: os.environ.get(name) for name in env or {}}
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = stream_main(list(arguments))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    return subprocess.CompletedProcess(["jobs/stream.py", *arguments], code, stdout.getvalue(), stderr.getvalue())

@@ -6,7 +6,7 @@ import json
 from pipeline_lib.pipeline import load_pipeline_config
 from pipeline_lib.reports import BatchReport, Listener
 from pipeline_lib.run import run_pipeline
-from tests.helpers import job
+from tests.helpers import stream_in_process
 from tests.integration.test_pipeline import produce
 
 
@@ -17,10 +17,10 @@ def folders(tmp_path):
     ]
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(bootstrap, topic, tmp_path):
+def test_dry_run_prints_the_plan_and_writes_nothing(spark, bootstrap, topic, tmp_path):
     produce(bootstrap, topic, 3)
 
-    result = job("stream", "--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--dry-run", timeout=120)
+    result = stream_in_process("--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--dry-run")
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -34,16 +34,16 @@ def test_dry_run_prints_the_plan_and_writes_nothing(bootstrap, topic, tmp_path):
 
 def test_dry_run_after_a_run_says_the_checkpoint_goes_on_with_these_sinks(spark, bootstrap, topic, tmp_path):
     produce(bootstrap, topic, 3)
-    first = job("stream", "--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), timeout=300)
+    first = stream_in_process("--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path))
     assert first.returncode == 0, first.stderr[-2000:]
 
-    result = job("stream", "--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--dry-run", timeout=120)
+    result = stream_in_process("--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--dry-run")
 
     assert f"  checkpoint: {tmp_path / 'checkpoint'} (resumed, bound to output, quarantine)" in result.stdout.splitlines()
 
 
-def test_dry_run_of_a_missing_topic_is_one_line_and_exit_2(bootstrap, topic, tmp_path):
-    result = job("stream", "--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--dry-run", timeout=120)
+def test_dry_run_of_a_missing_topic_is_one_line_and_exit_2(spark, bootstrap, topic, tmp_path):
+    result = stream_in_process("--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--dry-run")
 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -52,19 +52,19 @@ def test_dry_run_of_a_missing_topic_is_one_line_and_exit_2(bootstrap, topic, tmp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dry_run_of_a_bad_setting_names_the_flag_and_exits_2(bootstrap, topic, tmp_path):
-    result = job("stream", "--bootstrap-servers", bootstrap, "--trigger", "sometimes", "--dry-run", timeout=120)
+def test_dry_run_of_a_bad_setting_names_the_flag_and_exits_2(spark, bootstrap, topic, tmp_path):
+    result = stream_in_process("--bootstrap-servers", bootstrap, "--trigger", "sometimes", "--dry-run")
 
     assert result.returncode == 2
     assert result.stderr.startswith("error: --trigger: unknown trigger 'sometimes'")
 
 
-def test_metrics_file_gets_a_json_object_per_batch_and_the_summary(bootstrap, topic, tmp_path):
+def test_metrics_file_gets_a_json_object_per_batch_and_the_summary(spark, bootstrap, topic, tmp_path):
     produce(bootstrap, topic, 30, partitions=2)
     metrics = tmp_path / "metrics.jsonl"
     args = ["--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--max-offsets-per-trigger", "10"]
 
-    result = job("stream", *args, "--metrics-file", str(metrics), timeout=300)
+    result = stream_in_process(*args, "--metrics-file", str(metrics))
 
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -109,10 +109,10 @@ def test_each_batch_report_names_the_kafka_offsets_it_covered(spark, bootstrap, 
     assert listener.reports[-1].offsets_behind_latest == 0
 
 
-def test_show_prints_the_rows_as_the_csv_holds_them(bootstrap, topic, tmp_path):
+def test_show_prints_the_rows_as_the_csv_holds_them(spark, bootstrap, topic, tmp_path):
     produce(bootstrap, topic, 5)
 
-    result = job("stream", "--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--show", "5", timeout=300)
+    result = stream_in_process("--bootstrap-servers", bootstrap, "--topic", topic, *folders(tmp_path), "--show", "5")
 
     assert result.returncode == 0, result.stderr[-2000:]
     held = "".join(path.read_text() for path in sorted((tmp_path / "output").glob("batch-*.csv")))

@@ -14,7 +14,7 @@ from pipeline_lib.pipeline import load_pipeline_config
 from pipeline_lib.run import run_pipeline
 from pipeline_lib.sinks.memory import MemorySink
 from tests.conftest import send_raw
-from tests.helpers import ROOT, job, run
+from tests.helpers import ROOT, job, run, stream_in_process
 from tests.integration.test_pipeline import produce, read_csv, read_quarantine
 
 EPOCH = 1715181600  # 2024-05-08 15:20:00 UTC, a multiple of 10 seconds
@@ -141,11 +141,11 @@ def test_a_failing_expectation_stops_the_job_naming_it_and_the_offsets(bootstrap
     assert not list((tmp_path / "output").glob("*.csv"))
 
 
-def test_an_expectation_that_is_not_sql_or_names_no_column_is_a_config_error(tmp_path):
+def test_an_expectation_that_is_not_sql_or_names_no_column_is_a_config_error(spark, tmp_path):
     for condition, problem in [("value >", "PARSE_SYNTAX_ERROR"), ("nope > 1", "`nope` cannot be resolved")]:
-        result = job(
-            "stream", "--config", _write_config(tmp_path, _expectations(("bad", condition, "warn"))),
-            "--output", str(tmp_path / "output"), "--checkpoint", str(tmp_path / "checkpoint"), timeout=300,
+        result = stream_in_process(
+            "--config", _write_config(tmp_path, _expectations(("bad", condition, "warn"))),
+            "--output", str(tmp_path / "output"), "--checkpoint", str(tmp_path / "checkpoint"),
         )
 
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -190,9 +190,9 @@ def test_pipeline_file_gives_the_rows_of_the_flag_only_job(spark, bootstrap, top
 
     def stream_job(name, *extra):
         folder = tmp_path / name
-        result = job(
-            "stream", *extra, "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(folder / "output"),
-            "--quarantine", str(folder / "quarantine"), "--checkpoint", str(folder / "checkpoint"), timeout=300,
+        result = stream_in_process(
+            *extra, "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(folder / "output"),
+            "--quarantine", str(folder / "quarantine"), "--checkpoint", str(folder / "checkpoint"),
         )
         assert result.returncode == 0, result.stderr[-3000:]
         return folder

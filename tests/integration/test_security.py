@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.conftest import SASL_PASSWORD, SASL_USER, SCRAM_PASSWORD, SCRAM_USER, SPECIAL_PASSWORD, SPECIAL_USER
-from tests.helpers import job
+from tests.helpers import job, stream_in_process
 from tests.integration.test_pipeline import read_csv
 
 
@@ -123,7 +123,7 @@ def test_special_characters_in_user_and_password_run_the_whole_pipeline(kafka, s
     login = credentials(SPECIAL_PASSWORD, SPECIAL_USER, mechanism)
 
     produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--count", "10", env=login)
-    streamed = job("stream", *stream_args(kafka, topic, tmp_path, short_timeout), env=login)
+    streamed = stream_in_process(*stream_args(kafka, topic, tmp_path, short_timeout), env=login)
 
     assert produced.returncode == 0, produced.stderr
     assert streamed.returncode == 0, streamed.stderr[-3000:]

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import job
+from tests.helpers import job, stream_in_process
 from tests.integration.test_pipeline import read_csv
 from tests.integration.test_security import error_lines, short_timeout  # noqa: F401  (a fixture)
 
@@ -49,7 +49,7 @@ def test_both_jobs_run_over_tls(kafka, tls_files, spark, topic, tmp_path, short_
                    KAFKA_SSL_PASSWORD="k3y pass")
 
     produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--count", "10", env=env)
-    streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
+    streamed = stream_in_process(*stream_args(servers, topic, tmp_path, short_timeout), env=env)
 
     assert produced.returncode == 0, produced.stderr
     assert streamed.returncode == 0, streamed.stderr[-3000:]
@@ -66,7 +66,7 @@ def test_the_broker_refuses_a_client_certificate_it_did_not_sign(kafka, tls_file
     servers = kafka.mtls_bootstrap_servers
 
     produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--timeout", "5", env=env)
-    streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
+    streamed = stream_in_process(*stream_args(servers, topic, tmp_path, short_timeout), env=env)
 
     expected = f"ssl_certfile {identity.certfile}" if identity else "none given"
     for result in (produced, streamed):
@@ -83,7 +83,7 @@ def test_the_jobs_refuse_a_broker_certificate_not_signed_by_ssl_cafile(kafka, tl
     servers = kafka.ssl_bootstrap_servers
 
     produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--timeout", "5", env=env)
-    streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
+    streamed = stream_in_process(*stream_args(servers, topic, tmp_path, short_timeout), env=env)
 
     for result in (produced, streamed):
         assert result.returncode == 1, result.stderr[-3000:]
@@ -102,7 +102,7 @@ def test_the_jobs_refuse_a_broker_certificate_that_does_not_name_the_host_they_c
     servers = kafka.ssl_bootstrap_servers.replace("127.0.0.1", "localhost")
 
     produced = job("produce", "--bootstrap-servers", servers, "--topic", topic, "--timeout", "5", env=env)
-    streamed = job("stream", *stream_args(servers, topic, tmp_path, short_timeout), env=env)
+    streamed = stream_in_process(*stream_args(servers, topic, tmp_path, short_timeout), env=env)
 
     for result in (produced, streamed):
         assert result.returncode == 1, result.stderr[-3000:]
