@@ -184,8 +184,7 @@ def send_raw(
     returns how many."""
     from kafka import KafkaProducer
 
-    from pipeline_lib.kafka_client import KafkaSettings
-    from pipeline_lib.kafka_client import ensure_topic
+    from pipeline_lib.kafka_client import KafkaSettings, ensure_topic
 
     ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), partitions, 30)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 * 1024 * 1024)

@@ -32,6 +32,9 @@ from infra.kafka.broker import free_port
 from tests.helpers import ROOT, SPARK_SUBMIT, job, run, spark_submit_command
 
 SPARK_CLASS = SPARK_SUBMIT.parent / "spark-class"
+# A standalone master and worker, and spark-submit to them: each test starts JVMs of its own.
+pytestmark = pytest.mark.slow
+
 # Given, not searched for: the search runs a Python, which under another user may be another one.
 SPARK_HOME = str(Path(pyspark.__file__).parent)
 

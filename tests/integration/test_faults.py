@@ -127,8 +127,7 @@ def plain_reader_ids(folder):
 
 
 def consumed_offsets_exist(bootstrap, topic):
-    from pipeline_lib.kafka_client import KafkaSettings
-    from pipeline_lib.kafka_client import topic_exists
+    from pipeline_lib.kafka_client import KafkaSettings, topic_exists
 
     return topic_exists(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 5)
 
@@ -311,6 +310,7 @@ STOPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(STOPS))
 def test_a_stop_signal_ends_a_running_job_cleanly_with_its_summary(case, bootstrap, topic, tmp_path):
     launcher, target, number, expected_code = STOPS[case]

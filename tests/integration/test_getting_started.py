@@ -116,6 +116,7 @@ def plain_shell_environment():
     return env
 
 
+@pytest.mark.slow
 def test_the_readme_spark_submit_command_works_as_written(bootstrap, topic, tmp_path):
     produce(bootstrap, topic, 20)
     command = readme_command("infra/spark/submit jobs/stream.py")
@@ -132,6 +133,7 @@ def test_the_readme_spark_submit_command_works_as_written(bootstrap, topic, tmp_
     assert " INFO " not in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_the_stream_job_runs_from_a_checkout_without_any_setting(bootstrap, topic, tmp_path):
     produce(bootstrap, topic, 3)
 

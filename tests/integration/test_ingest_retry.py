@@ -65,6 +65,7 @@ def run(command):
     return subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_a_killed_ingest_retried_lands_every_record_once_with_the_first_attempts_values(spark, bootstrap, topic, tmp_path):
     count, rate = 3000, 500
     command = produce_command(bootstrap, topic, "execution-1", count, rate)

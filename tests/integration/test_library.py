@@ -5,6 +5,7 @@ import json
 import shutil
 import sys
 
+import pytest
 from chispa import assert_df_equality
 from kafka import KafkaConsumer
 from pyspark.sql import functions as F
@@ -39,6 +40,7 @@ def consume(bootstrap, topic):
     return messages
 
 
+@pytest.mark.slow
 def test_kafka_sink_writes_every_row_once_keyed_by_id_across_a_restart(spark, bootstrap, topic, tmp_path):
     out_topic = f"{topic}-out"
     ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=out_topic), 1, 30)
@@ -125,6 +127,7 @@ def _write_config(tmp_path, transforms):
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_failing_expectation_stops_the_job_naming_it_and_the_offsets(bootstrap, topic, tmp_path):
     send_raw(bootstrap, topic, [json.dumps({"id": i, "value": v}).encode() for i, v in [(1, 5), (2, 7), (3, -4), (4, 8)]])
 
@@ -208,6 +211,7 @@ def test_pipeline_file_gives_the_rows_of_the_flag_only_job(spark, bootstrap, top
     assert read_csv(spark, from_file).count() == 20
 
 
+@pytest.mark.slow
 def test_plugin_package_adds_a_transform_and_a_sink_through_entry_points(tmp_path):
     plugin = tmp_path / "plugin"
     shutil.copytree(ROOT / "tests" / "plugin_example", plugin)  # the build writes beside the sources

@@ -9,6 +9,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from infra.kafka.broker import free_port
 from tests.conftest import send_raw
 from tests.helpers import ROOT, job
@@ -28,6 +30,7 @@ def scrape(port):
     return samples
 
 
+@pytest.mark.slow
 def test_the_running_jobs_counters_match_the_rows_sent(bootstrap, topic, tmp_path):
     produce(bootstrap, topic, 30)
     send_raw(bootstrap, topic, [b"not json", json.dumps({"id": 99, "value": 500}).encode()])

@@ -3,6 +3,7 @@
 import json
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import send_raw
@@ -19,6 +20,7 @@ def test_notebook_is_stored_without_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.slow
 def test_notebook_runs_every_cell_and_plots(spark, bootstrap, topic, tmp_path, monkeypatch):
     records = [json.dumps({"id": i, "value": 10 * i, "timestamp": 1715181600.0 + i}).encode() for i in range(1, 6)]
     send_raw(bootstrap, topic, records + [b'{"id": 6}'])

@@ -76,6 +76,7 @@ def produce_job(bootstrap, topic):
     return job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", str(ADDED), timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("codec", CODECS)
 def test_produce_continues_after_the_highest_id_of_records_another_client_compressed(kafka, bootstrap, topic, codec):
     send_with_librdkafka(bootstrap, topic, codec)
@@ -103,6 +104,7 @@ def test_stream_job_writes_each_id_once_after_records_another_client_compressed(
     assert_ids_once(read_csv(spark, tmp_path), range(1, COUNT + ADDED + 1))
 
 
+@pytest.mark.slow
 def test_produce_continues_after_the_highest_id_of_records_kafkas_console_producer_compressed(kafka, bootstrap, topic):
     create_topic(bootstrap, topic)
     lines = "".join(f"{record['id']}\t{json.dumps(record)}\n" for record in records(COUNT))
@@ -122,6 +124,7 @@ def test_produce_continues_after_the_highest_id_of_records_kafkas_console_produc
     assert sorted(ids[COUNT:]) == list(range(COUNT + 1, COUNT + ADDED + 1))
 
 
+@pytest.mark.slow
 def test_kafka_python_consumer_reads_back_a_zstd_topic_as_sent(kafka, bootstrap, topic):
     sent = send_with_librdkafka(bootstrap, topic, "zstd")
     assert set(batch_codecs(kafka, topic)) == {"zstd"}

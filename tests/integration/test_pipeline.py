@@ -2,12 +2,13 @@
 
 import json
 
+import pytest
 from kafka import KafkaConsumer
 from pyspark.sql import functions as F
 
 from pipeline_lib.pipeline import load_pipeline_config
-from pipeline_lib.run import run_pipeline
 from pipeline_lib.producer import load_producer_config, send_records
+from pipeline_lib.run import run_pipeline
 from tests.conftest import send_raw
 from tests.helpers import ROOT, job, spark_submit
 
@@ -191,6 +192,7 @@ def _config_with_timeout(tmp_path, seconds):
     return path
 
 
+@pytest.mark.slow
 def test_spark_submit_runs_the_stream_job_from_the_zip(spark, bootstrap, topic, tmp_path):
     produced = job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", "20")
     assert produced.returncode == 0, produced.stderr

@@ -25,6 +25,9 @@ from pipeline_lib.triggers import spark_trigger
 from tests.conftest import send_raw
 from tests.helpers import ROOT, job
 
+# Queries of real-time mode: long-running tasks that take their seconds to start and to stop.
+pytestmark = pytest.mark.slow
+
 VALID = [json.dumps({"id": i, "value": 10 * i, "timestamp": 1715181600.0 + i}).encode() for i in range(1, 21)]
 # Each rejected payload, with the reason the quarantine gives it.
 REJECTED = {

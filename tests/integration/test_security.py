@@ -41,6 +41,7 @@ def error_lines(result):
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.slow
 def test_right_credentials_run_the_whole_pipeline(kafka, spark, topic, tmp_path, short_timeout):
     produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--count", "10",
                    env=credentials())
@@ -64,6 +65,7 @@ def refusal_pattern(servers, user, mechanism, reason):
     )
 
 
+@pytest.mark.slow
 def test_wrong_password_stops_both_jobs_with_the_brokers_refusal(kafka, topic, tmp_path, short_timeout):
     wrong = credentials("not-the-password")
 
@@ -81,6 +83,7 @@ def test_wrong_password_stops_both_jobs_with_the_brokers_refusal(kafka, topic, t
     assert not (tmp_path / "output").exists()
 
 
+@pytest.mark.slow
 def test_a_login_where_nothing_answers_says_so_without_claiming_a_refusal(tmp_path, short_timeout):
     from infra.kafka.broker import free_port
 
@@ -103,6 +106,7 @@ def test_a_login_where_nothing_answers_says_so_without_claiming_a_refusal(tmp_pa
     assert not (tmp_path / "output").exists()
 
 
+@pytest.mark.slow
 def test_no_credentials_read_and_write_nothing(kafka, bootstrap, topic, tmp_path, short_timeout):
     produced = job("produce", "--bootstrap-servers", kafka.sasl_bootstrap_servers, "--topic", topic, "--timeout", "5")
     streamed = job("stream", *stream_args(kafka, topic, tmp_path, short_timeout))
@@ -110,8 +114,7 @@ def test_no_credentials_read_and_write_nothing(kafka, bootstrap, topic, tmp_path
     assert (produced.returncode, streamed.returncode) == (1, 1)
     assert "cannot reach Kafka" in error_lines(produced)[0] and "cannot reach Kafka" in error_lines(streamed)[0]
     assert not (tmp_path / "output").exists()
-    from pipeline_lib.kafka_client import KafkaSettings
-    from pipeline_lib.kafka_client import topic_exists
+    from pipeline_lib.kafka_client import KafkaSettings, topic_exists
 
     assert not topic_exists(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 10)
 
@@ -132,6 +135,7 @@ def test_special_characters_in_user_and_password_run_the_whole_pipeline(kafka, s
         assert SPECIAL_PASSWORD not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_a_wrong_scram_password_stops_both_jobs_saying_the_credentials_were_refused(kafka, topic, tmp_path, short_timeout, mechanism):
     wrong = credentials("not-the-password", SCRAM_USER, mechanism)

@@ -2,6 +2,8 @@
 
 import threading
 
+import pytest
+
 from tests.integration.test_pipeline import read_csv, read_quarantine, run_in
 
 
@@ -28,6 +30,7 @@ def test_files_source_reads_new_json_lines_files_once(spark, tmp_path):
     assert bad["source_file"].endswith("a.json")
 
 
+@pytest.mark.slow
 def test_rate_source_generates_valid_records_until_stopped(spark, tmp_path):
     summary = run(
         spark, tmp_path, stop_after=12,

@@ -168,6 +168,7 @@ def test_offsets_deleted_by_retention_while_the_job_was_stopped_stop_it_with_one
     assert_ids_once(read_csv(spark, tmp_path), range(1, 21))
 
 
+@pytest.mark.slow
 def test_on_data_loss_skip_goes_on_from_what_is_left_and_counts_the_lost_offsets_in_the_summary(
     spark, bootstrap, topic, tmp_path
 ):

@@ -59,6 +59,7 @@ def test_both_jobs_run_over_tls(kafka, tls_files, spark, topic, tmp_path, short_
         assert "k3y pass" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("client", ["other-ca", "none"])
 def test_the_broker_refuses_a_client_certificate_it_did_not_sign(kafka, tls_files, topic, tmp_path, short_timeout, client):
     identity = tls_files.other_client if client == "other-ca" else None
@@ -77,6 +78,7 @@ def test_the_broker_refuses_a_client_certificate_it_did_not_sign(kafka, tls_file
     assert not (tmp_path / "output").exists()
 
 
+@pytest.mark.slow
 def test_the_jobs_refuse_a_broker_certificate_not_signed_by_ssl_cafile(kafka, tls_files, topic, tmp_path, short_timeout):
     # The broker's certificate is signed by the test CA; ssl_cafile names another one.
     env = tls(tls_files.other_ca)
@@ -94,6 +96,7 @@ def test_the_jobs_refuse_a_broker_certificate_not_signed_by_ssl_cafile(kafka, tl
     assert not (tmp_path / "output").exists()
 
 
+@pytest.mark.slow
 def test_the_jobs_refuse_a_broker_certificate_that_does_not_name_the_host_they_connect_to(
     kafka, tls_files, topic, tmp_path, short_timeout
 ):

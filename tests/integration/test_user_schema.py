@@ -6,6 +6,7 @@ import json
 import re
 from decimal import Decimal
 
+import pytest
 from chispa import assert_df_equality
 
 from pipeline_lib.pipeline import load_pipeline_config
@@ -101,6 +102,7 @@ def test_the_readmes_own_schema_example_plans_with_its_fields_and_partitions(spa
     assert (plan.sinks["output"].options.partition_by, plan.sinks["output"].options.max_files_per_batch) == (("date",), 4)
 
 
+@pytest.mark.slow
 def test_the_stream_job_reads_the_records_of_the_schema_given_on_its_command_line(spark, bootstrap, topic, tmp_path):
     send_raw(bootstrap, topic, payloads({"id": 1, "value": 5, "note": "first"}, {"id": 2, "value": 6}))
 

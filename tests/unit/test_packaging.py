@@ -6,6 +6,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT, ZIP, spark_submit
 
 PROBE = '''
@@ -30,6 +32,7 @@ def test_zip_holds_only_the_package_modules():
     assert sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipeline_lib").rglob("*.py")) == sorted(names)
 
 
+@pytest.mark.slow
 def test_spark_submit_imports_the_library_from_the_zip(tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(PROBE)

@@ -7,7 +7,6 @@ import pytest
 from pipeline_lib.pipeline import load_pipeline_config
 from tests.helpers import ROOT
 
-
 PAGE = ROOT / "docs" / "extending.md"
 
 

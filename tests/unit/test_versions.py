@@ -4,6 +4,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import pyspark
+import pytest
 
 from tests.helpers import ROOT
 
@@ -24,6 +25,7 @@ def test_installed_pyspark_is_the_pinned_one():
     assert pyspark.__version__ == pom_property("infra/spark/pom.xml", "spark.version")
 
 
+@pytest.mark.slow
 def test_fetched_connector_jar_matches_pyspark():
     jars = [path.name for path in (ROOT / "infra" / "spark" / "jars").glob("spark-sql-kafka-0-10_2.13-*.jar")]
 
