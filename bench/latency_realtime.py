@@ -15,7 +15,9 @@ first --warm-up (the query's warm-up: JIT, the clients' first batches, as measur
 
 Variants: ``pipeline`` runs the plan as ``jobs/stream.py`` does (``run``, the clients'
 defaults); ``tuned`` runs the same records (``realtime.records``) with the source's
-``kafka.fetch.max.wait.ms=10`` and the sink's ``kafka.linger.ms=0``. They run --repeats times,
+``kafka.fetch.max.wait.ms=10`` and the sink's ``kafka.linger.ms=0``; ``micro-batch`` runs the
+plan as ``pipeline`` does with ``--trigger processing-time=0s`` instead (the shortest trigger:
+the next batch starts as the last ends). They run --repeats times,
 interleaved, in one session: the session's first run pays the JVM's own warm-up. The figures go
 to --out (JSON) and the console; this script is not part of ``make bench`` nor of the tests.
 """
@@ -43,7 +45,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from infra.kafka.broker import LocalKafka, free_port  # noqa: E402
 
-VARIANTS = ("pipeline", "tuned")
+VARIANTS = ("pipeline", "tuned", "micro-batch")
 
 
 def percentiles(values: List[float]) -> Dict[str, float]:
@@ -82,7 +84,8 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
         overrides={
             "kafka.bootstrap_servers": bootstrap,
             "kafka.topic": topic,
-            "trigger": f"real-time={args.interval}",
+            # The same pipeline as micro-batches: the shortest trigger, a batch as soon as one ends.
+            "trigger": "processing-time=0s" if variant == "micro-batch" else f"real-time={args.interval}",
             "output.format": "kafka",
             "output.topic": output,
             "quarantine.format": "kafka",
@@ -93,7 +96,7 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
     )
     plan = make_plan(config, spark)
     stop = threading.Event()
-    if variant == "pipeline":
+    if variant in ("pipeline", "micro-batch"):
         runner = threading.Thread(target=run, args=(plan, spark), kwargs={"stop_event": stop})
         runner.start()
         query = None
