@@ -19,7 +19,7 @@ defaults); ``tuned`` runs the same records (``realtime.records``) with the sourc
 plan as ``pipeline`` does with ``--trigger processing-time=0s`` instead (the shortest trigger:
 the next batch starts as the last ends). They run --repeats times,
 interleaved, in one session: the session's first run pays the JVM's own warm-up. The figures go
-to --out (JSON) and the console; this script is not part of ``make bench`` nor of the tests.
+to --out (JSON) and the console. `make bench` runs `measure` for its Kafka-to-Kafka latency phase.
 """
 
 from __future__ import annotations
