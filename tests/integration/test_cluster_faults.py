@@ -364,6 +364,8 @@ def test_a_producer_cut_off_from_the_partition_leader_rides_the_cut_out_and_ever
         pytest.skip(client_namespace.unavailable)
     bootstrap, total = cluster.bootstrap_servers, 2000
     ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 1, 30)
+    # A broker may answer for a topic just created before its metadata has the partition.
+    wait_until(lambda: partitions(cluster, topic), 30, "the new topic's partition in the brokers' metadata")
     leader = partitions(cluster, topic)[0]["leader_id"]
     # From inside the namespace the brokers are only reachable on their addresses there.
     inside = client_namespace.command(
