@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 the work failed (a one-line reason on stderr), 2 bad co
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import re
 import sys
@@ -46,7 +45,7 @@ def _parser(description: str, flags: Dict[str, Dict[str, Any]], epilog: str = ""
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file; flags override it, it overrides defaults")
     for flag, options in flags.items():
-        parser.add_argument(flag, default=None, metavar=options.pop("metavar", "VALUE"), **options)
+        parser.add_argument(flag, **{"default": None, "metavar": "VALUE", **options})
     return parser
 
 
@@ -207,14 +206,12 @@ def _say(line: str) -> None:
 
 def produce_parser() -> argparse.ArgumentParser:
     """jobs/produce.py's command line."""
-    return _parser("Send generated records to Kafka.", copy.deepcopy(PRODUCE_FLAGS))
+    return _parser("Send generated records to Kafka.", PRODUCE_FLAGS)
 
 
 def stream_parser(flags: Optional[Dict[str, Dict[str, Any]]] = None) -> argparse.ArgumentParser:
     """jobs/stream.py's command line."""
-    parser = _parser(
-        "Stream records from a source through the transforms into files.", copy.deepcopy(flags or _stream_flags())
-    )
+    parser = _parser("Stream records from a source through the transforms into files.", flags or _stream_flags())
     parser.add_argument(
         "--dry-run", action="store_true", help="check the configuration, print the plan and exit, writing nothing"
     )
