@@ -14,11 +14,12 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from infra.kafka.broker import free_port
 from infra.kestra.run_flow import ENGINE_COMMANDS_TYPE, OFFICIAL_COMMANDS_TYPE, Execution, engine_source
@@ -61,17 +62,24 @@ def read_ids(spark, output: Path):
     return sorted(int(row["id"]) for row in spark.read.option("header", "true").csv(str(output)).collect())
 
 
-def ids_by_run(bootstrap: str, topic: str) -> Dict[str, List[int]]:
-    """The ids of the committed records on the topic, by the run (execution) that sent them."""
+def records_on(bootstrap: str, topic: str, isolation_level: str = "read_committed") -> Iterator[ConsumerRecord]:
+    """Every record on the topic, from the start; read_uncommitted includes aborted transactions."""
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000,
-        isolation_level="read_committed",
+        isolation_level=isolation_level,
     )
+    try:
+        yield from consumer
+    finally:
+        consumer.close()
+
+
+def ids_by_run(bootstrap: str, topic: str) -> Dict[str, List[int]]:
+    """The ids of the committed records on the topic, by the run (execution) that sent them."""
     runs: Dict[str, List[int]] = defaultdict(list)
-    for message in consumer:
+    for message in records_on(bootstrap, topic):
         run_id = dict(message.headers or [])[RUN_HEADER].decode("utf-8")
         runs[run_id].append(json.loads(message.value)["id"])
-    consumer.close()
     return {run_id: sorted(ids) for run_id, ids in runs.items()}
 
 
@@ -268,16 +276,11 @@ def test_two_executions_started_together_run_one_after_the_other_with_disjoint_i
 
 
 def values_by_id(bootstrap: str, topic: str, isolation_level: str) -> Dict[int, List[int]]:
-    """Every record's value on the topic by its id: read_uncommitted includes aborted transactions."""
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000,
-        isolation_level=isolation_level,
-    )
+    """Every record's value on the topic by its id."""
     values: Dict[int, List[int]] = defaultdict(list)
-    for message in consumer:
+    for message in records_on(bootstrap, topic, isolation_level):
         record = json.loads(message.value)
         values[record["id"]].append(record["value"])
-    consumer.close()
     return values
 
 
