@@ -16,7 +16,7 @@ export PYSPARK_PYTHON := $(PY)
 export PYSPARK_DRIVER_PYTHON := $(PY)
 export PIPELINE_JARS := $(abspath $(SPARK_JARS_DIR))
 
-.PHONY: install jars dist docs lint test test-fast test-kestra demo kafka-up kafka-down bench bench-install clean
+.PHONY: install jars spark-classes dist docs lint test test-fast test-kestra demo kafka-up kafka-down bench bench-install clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,14 @@ $(SPARK_JARS_DIR)/.fetched: infra/spark/pom.xml
 infra/kafka/libs/.fetched: infra/kafka/pom.xml $(VENV)/.installed
 	$(PY) infra/kafka/broker.py fetch
 	touch $@
+
+# The driver's class archive that infra/spark/submit hands each driver JVM: a third off its start.
+# It depends on the JDK and pyspark's jars, not on the library (Python is not on the JVM's class path).
+CLASS_ARCHIVE := infra/spark/classes/driver.jsa
+spark-classes: $(CLASS_ARCHIVE)
+
+$(CLASS_ARCHIVE): infra/spark/archive-classes $(VENV)/.installed $(SPARK_JARS_DIR)/.fetched | dist/pipeline_lib.zip
+	PIPELINE_VENV=$(abspath $(VENV)) infra/spark/archive-classes $@
 
 dist: dist/pipeline_lib.zip
 
@@ -62,16 +70,16 @@ $(VENV)/.lint-installed: $(VENV)/.installed setup.cfg
 	$(VENV)/bin/pip install -q -e '.[test,lint]'
 	touch $@
 
-test: install jars dist
+test: install jars spark-classes dist
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install jars dist
+test-fast: install jars spark-classes dist
 	$(PY) -m pytest -m "not slow and not kestra" $(PYTEST_ARGS)
 
-test-kestra: install jars dist
+test-kestra: install jars spark-classes dist
 	$(PY) -m pytest -m kestra $(PYTEST_ARGS)
 
-demo: install jars dist
+demo: install jars spark-classes dist
 	PY=$(PY) KAFKA_HOME=$(KAFKA_HOME) KAFKA_PORT=$(KAFKA_PORT) bash infra/demo.sh
 
 # Kestra's engine: the launcher and Kestra's jars, built with Maven (Java 25) into infra/kestra/target.
@@ -103,7 +111,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed setup.cfg
 
 bench:
 	$(PYTHON) bench/make_steps.py --make "$(MAKE)" --out $(BENCH_STEPS) venv=$(VENV)/.installed \
-		jars=$(SPARK_JARS_DIR)/.fetched,infra/kafka/libs/.fetched dist=dist/pipeline_lib.zip bench-extra=$(VENV)/.bench-installed
+		jars=$(SPARK_JARS_DIR)/.fetched,infra/kafka/libs/.fetched dist=dist/pipeline_lib.zip spark-classes=$(CLASS_ARCHIVE) bench-extra=$(VENV)/.bench-installed
 	$(PY) bench/bench_suite.py --make-steps $(BENCH_STEPS) $(BENCH_ARGS)
 	$(PY) bench/readme_table.py
 
@@ -116,5 +124,5 @@ soak: install jars bench-install
 	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf dist .demo .pytest_cache $(SPARK_JARS_DIR) infra/kafka/libs
+	rm -rf dist .demo .pytest_cache $(SPARK_JARS_DIR) infra/spark/classes infra/kafka/libs
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -11,12 +11,7 @@ from typing import Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 ZIP = ROOT / "dist" / "pipeline_lib.zip"
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
-
-
-def connector_jars_arg() -> str:
-    from pipeline_lib.session import connector_jars
-
-    return ",".join(connector_jars(str(ROOT / "infra" / "spark" / "jars")))
+SUBMIT = ROOT / "infra" / "spark" / "submit"
 
 
 def run(
@@ -35,9 +30,10 @@ def job(name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def spark_submit_command(script: Path, *args: str, master: str = "local[2]") -> List[str]:
-    """The deployment path: ``spark-submit --py-files dist/pipeline_lib.zip --jars ... script``."""
+    """The deployment path: ``infra/spark/submit`` (spark-submit with the library's zip, the
+    connector's jars and the driver's class archive) ``script``."""
     return [
-        str(SPARK_SUBMIT), "--master", master, "--py-files", str(ZIP), "--jars", connector_jars_arg(),
+        str(SUBMIT), "--master", master,
         "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2",
         str(script), *args,
     ]

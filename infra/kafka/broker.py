@@ -485,6 +485,10 @@ class ClusterNode(LocalKafka):
             # A follower that stops fetching leaves the ISR after 5 s rather than Kafka's 30 s: a
             # hung follower holds acks=all writes back for seconds, not half a minute.
             f"replica.lag.time.max.ms={self.cluster.REPLICA_LAG_MS}",
+            # A broker that stops heartbeating is fenced, and its partitions led by another, after
+            # 5 s rather than Kafka's 9 s: on one machine a heartbeat is never late for long.
+            f"broker.session.timeout.ms={self.cluster.SESSION_TIMEOUT_MS}",
+            "broker.heartbeat.interval.ms=1000",
             f"offsets.topic.replication.factor={replicas}",
             f"transaction.state.log.replication.factor={replicas}",
             f"transaction.state.log.min.isr={min_isr}",
@@ -519,13 +523,15 @@ class LocalKafkaCluster:
     names the controllers' addresses, so a cluster restarted from the same home keeps them, and
     its client ports too. Defaults: topics get ``min(3, nodes)`` replicas and need
     ``min.insync.replicas`` one fewer (2 of 3) to accept an ``acks=all`` write, for the internal
-    topics as well; unclean leader election is off.
+    topics as well; unclean leader election is off; a broker that stops heartbeating is fenced
+    after 5 s (``broker.session.timeout.ms``; Kafka's default is 9 s).
 
     With ``port`` None a new cluster takes ``nodes`` consecutive free ports (:func:`free_port`).
     """
 
     LAYOUT = "cluster.json"
     REPLICA_LAG_MS = 5000
+    SESSION_TIMEOUT_MS = 5000
 
     def __init__(
         self,

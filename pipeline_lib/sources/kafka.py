@@ -80,6 +80,10 @@ class KafkaSourceOptions(Settings):
     on_data_loss: Literal["fail", "skip"] = "fail"
     fail_on_data_loss: Optional[bool] = None  # the older spelling of on_data_loss: false is skip
     connect_timeout: PositiveFloat = 30.0  # seconds to reach the broker before the query starts
+    # Seconds a request of the running query (the driver's offsets, the executors' fetches) waits
+    # before it is tried again. With a broker lost, the driver's admin client waits this long on
+    # it before it learns the new leader: Kafka's default (60 s) would stall the stream a minute.
+    request_timeout: PositiveFloat = 15.0
     # Records of aborted transactions (a producer killed half-way) are never read.
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     # The records' Kafka headers (a trace id) in the output's columns too; the quarantine always has them.
@@ -187,6 +191,8 @@ class KafkaSource(Source):
             .option("failOnDataLoss", str(not self.options.skips_lost_offsets).lower())
             .option("kafka.isolation.level", self.options.isolation_level)
             .option("includeHeaders", "true")
+            .option("kafka.request.timeout.ms", str(int(self.options.request_timeout * 1000)))
+            .option("kafka.default.api.timeout.ms", str(int(self.options.request_timeout * 1000)))
         )
 
     def _starting(self, reader):

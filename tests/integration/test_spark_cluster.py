@@ -21,7 +21,7 @@ from typing import Dict, List
 import pytest
 
 from infra.kafka.broker import free_port
-from tests.helpers import ROOT
+from tests.helpers import ROOT, SUBMIT
 from tests.integration.test_cluster import (  # noqa: F401  (module fixtures, shared)
     SPARK_HOME,
     cluster_user,
@@ -33,7 +33,6 @@ from tests.integration.test_kafka_cluster import partition_zero
 
 pytestmark = pytest.mark.slow
 
-SUBMIT = ROOT / "infra" / "spark" / "submit"
 BATCH_FILE = re.compile(r"batch-\d{8}-part-\d{5}\.csv")
 # A fetch quota on every client of the Kafka cluster: a batch of 60,000 records then takes its
 # executors tens of seconds, long enough to kill one of them while its task runs.
@@ -159,15 +158,17 @@ def test_stream_on_the_cluster_rides_out_a_broker_killed_and_started_again_each_
     producer, killed = first, None
     try:
         wait_until(lambda: "0" in batches(data, "commits"), 240, "the first batch committed", job, log)
-        producer = produce(bootstrap, topic, 1800, tmp_path / "producer.log", "--rate", "20")
+        producer = produce(bootstrap, topic, 1800, tmp_path / "producer.log", "--rate", "50")
         wait_until(lambda: len(published_ids(data / "output")) > 110, 120, "records of the second run read", job, log)
         killed = partition_zero(bootstrap, topic)["leader_id"]
 
         assert kafka_cluster.kill_node(killed) is not None
+        killed_at = time.monotonic()
         committed = len(batches(data, "commits"))
         # The driver's Kafka admin client may wait out its default.api.timeout.ms (60 s) on the
         # dead node before it asks the others: one batch stalls, and the query goes on.
         wait_until(lambda: len(batches(data, "commits")) > committed, 240, "a batch with a broker down", job, log)
+        print(f"a batch committed {time.monotonic() - killed_at:.1f}s after the kill")
         assert kafka_cluster.start_node(killed)
         assert producer.wait(timeout=180) == 0, (tmp_path / "producer.log").read_text()[-2000:]
         wait_until(lambda: len(published_ids(data / "output")) >= 1900, 180, "every record written", job, log)

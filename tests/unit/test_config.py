@@ -207,6 +207,15 @@ def test_the_streams_plan_shows_neither_the_client_key_nor_its_password(spark, t
     assert "kafka.ssl.keystore.key=*********(redacted)" in plan and "kafka.ssl.key.password=*********(redacted)" in plan
 
 
+@pytest.mark.parametrize("options, milliseconds", [({}, "15000"), ({"request_timeout": 4}, "4000")])
+def test_the_querys_kafka_requests_time_out_after_the_sources_request_timeout(spark, options, milliseconds):
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:9", topic="t")
+
+    plan = build_source({"type": "kafka", **options}, kafka).read_stream(spark)._jdf.queryExecution().toString()
+
+    assert f"kafka.request.timeout.ms={milliseconds}" in plan and f"kafka.default.api.timeout.ms={milliseconds}" in plan
+
+
 def test_security_settings_reach_both_clients_from_one_place():
     kafka = KafkaSettings(
         bootstrap_servers="h:1", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",

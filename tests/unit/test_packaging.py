@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, ZIP, spark_submit
+from tests.helpers import ROOT, SUBMIT, ZIP, run, spark_submit
+
+CLASS_ARCHIVE = ROOT / "infra" / "spark" / "classes" / "driver.jsa"
 
 PROBE = '''
 import sys
@@ -43,6 +45,37 @@ def test_spark_submit_imports_the_library_from_the_zip(tmp_path):
     assert f"imported from {ZIP}" in result.stdout or "pipeline_lib.zip/pipeline_lib/__init__.py" in result.stdout
     assert "processed_value 42" in result.stdout
     assert "shuffle partitions 2" in result.stdout  # spark-submit's --conf wins over the defaults
+
+
+# The Python driver's parent is the driver's JVM: its memory map shows the archives it mapped.
+MAPPED_ARCHIVES = '''
+import os
+print("mapped", sorted({line.split()[-1] for line in open(f"/proc/{os.getppid()}/maps") if line.rstrip().endswith(".jsa")}))
+'''
+
+
+def test_the_driver_jvm_maps_the_class_archive(tmp_path):
+    script = tmp_path / "maps.py"
+    script.write_text(MAPPED_ARCHIVES)
+
+    result = spark_submit(script, timeout=300, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(CLASS_ARCHIVE) in result.stdout, result.stdout
+
+
+def test_a_driver_class_path_the_archive_was_not_made_for_starts_without_it_and_without_a_word(tmp_path):
+    script = tmp_path / "maps.py"
+    script.write_text(MAPPED_ARCHIVES)
+    extra_jar = next((ROOT / "infra" / "spark" / "jars").glob("*.jar"))
+
+    # --driver-class-path puts a jar before Spark's own: not the class path the archive holds.
+    result = run([str(SUBMIT), "--master", "local[1]", "--driver-class-path", str(extra_jar), str(script)], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mapped" in result.stdout and str(CLASS_ARCHIVE) not in result.stdout, result.stdout
+    # The JVM's own log lines go to stdout.
+    assert "[warning]" not in result.stdout + result.stderr and "cds" not in result.stdout + result.stderr
 
 
 def test_setup_cfg_builds_a_wheel_of_the_package(tmp_path):
