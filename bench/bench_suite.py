@@ -81,7 +81,7 @@ RTM_KEYS = {
     "kafka_micro_batch_latency_p99_ms": "micro-batch",
 }
 RTM_TARGET = "<= 100"
-LATENCY_TARGET = "<= 2"
+LATENCY_TARGET = "<= 1.5"
 # The project's producer's peak RSS less the kafka-python loop's (medians of their processes).
 MEMORY_KEY = "producer_peak_rss_vs_naive_mb"
 MEMORY_TARGET = "<= 20"

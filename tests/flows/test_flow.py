@@ -156,7 +156,7 @@ def test_every_expression_names_a_declared_input_a_task_output_or_the_execution(
 def test_commands_run_the_project_jobs(flow):
     ingest, process = (" ".join(task["commands"]) for task in flow["tasks"])
     assert "python jobs/produce.py" in ingest
-    assert "spark-submit" in process and "--py-files dist/pipeline_lib.zip" in process
+    assert "infra/spark/submit" in process
     assert "jobs/stream.py" in process and "--trigger available-now" in process
 
 

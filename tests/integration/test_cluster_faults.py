@@ -460,7 +460,7 @@ def test_a_full_output_file_system_stops_the_job_in_one_line_shows_only_whole_ba
 def test_a_checkpoint_turned_read_only_mid_run_stops_the_job_in_one_line_and_after_repair_it_resumes_with_every_id_once(
     cluster, spark, topic, tmp_path
 ):
-    bootstrap, more = cluster.bootstrap_servers, 2000
+    bootstrap, more = cluster.bootstrap_servers, 1000
     produce(bootstrap, topic, 100)
     command = stream_command(bootstrap, topic, tmp_path, "--trigger", "processing-time=1s")
     with tmpfs(tmp_path / "checkpoint", "16m") as checkpoint:
