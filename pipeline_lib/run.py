@@ -4,10 +4,10 @@ One query reads the source once per micro-batch (``foreachBatch``). Each batch i
 for the ``output`` sink (the valid rows, after the steps) and the ``quarantine`` sink (the
 rejected rows with their reason): a batch expected to have rejected rows (the run's first, and
 each after one that had them) is kept in memory for both; one expected to be clean is counted on
-its way to the output, and read a second time only if it has rejected rows after all. Each sink's ledger says whether it has the batch
-already; a sink writes, commits, and the ledger marks the batch; Spark commits the batch in the
-checkpoint only after every sink returned, so a batch interrupted anywhere is replayed with the
-same id and rows, and lands once.
+its way to the output, and read a second time only if it has rejected rows after all. Each
+sink's ledger says whether it has the batch already; a sink writes, commits, and the ledger
+marks the batch; Spark commits the batch in the checkpoint only after every sink returned, so a
+batch interrupted anywhere is replayed with the same id and rows, and lands once.
 
 A step may reject rows as the parse stage does (the ``_error`` mark, as an expectation with
 ``on_violation: quarantine`` does): those go to the quarantine with the parse's rejects. A
