@@ -36,7 +36,7 @@ infra/kafka/libs/.fetched: infra/kafka/pom.xml $(VENV)/.installed
 	$(PY) infra/kafka/broker.py fetch
 	touch $@
 
-# The driver's class archive that infra/spark/submit hands each driver JVM: a third off its start.
+# The driver's class archive that infra/spark/submit hands each driver JVM: it starts sooner.
 # It depends on the JDK and pyspark's jars, not on the library (Python is not on the JVM's class path).
 CLASS_ARCHIVE := infra/spark/classes/driver.jsa
 spark-classes: $(CLASS_ARCHIVE)

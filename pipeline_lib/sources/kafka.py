@@ -184,6 +184,7 @@ class KafkaSource(Source):
         return self._load(self._starting(self._configure(spark.read)).option("endingOffsets", "latest"))
 
     def _configure(self, reader):
+        request_timeout_ms = str(int(self.options.request_timeout * 1000))
         return (
             reader.format("kafka")
             .options(**spark_options(self.kafka))
@@ -191,8 +192,8 @@ class KafkaSource(Source):
             .option("failOnDataLoss", str(not self.options.skips_lost_offsets).lower())
             .option("kafka.isolation.level", self.options.isolation_level)
             .option("includeHeaders", "true")
-            .option("kafka.request.timeout.ms", str(int(self.options.request_timeout * 1000)))
-            .option("kafka.default.api.timeout.ms", str(int(self.options.request_timeout * 1000)))
+            .option("kafka.request.timeout.ms", request_timeout_ms)
+            .option("kafka.default.api.timeout.ms", request_timeout_ms)
         )
 
     def _starting(self, reader):
