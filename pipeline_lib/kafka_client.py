@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import ssl
+import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Literal, Optional
 
@@ -290,20 +291,44 @@ class AuthenticationRefusals(logging.Handler):
         logger.setLevel(self._level)
 
 
-def admin_client(kafka: KafkaSettings, timeout: float) -> KafkaAdminClient:
-    """An admin client that has answered a metadata request, or :class:`KafkaUnavailableError`."""
-    with AuthenticationRefusals() as refusals:
+# A refused login or certificate is final, but kafka-python retries it until its bootstrap times
+# out: bootstrapping in attempts this long lets a refusal end the wait at the first one.
+BOOTSTRAP_ATTEMPT_SECONDS = 1.0
+
+
+class _AdminClient(KafkaAdminClient):
+    """A KafkaAdminClient that stops its network thread when its bootstrap fails."""
+
+    def __init__(self, **configs: Any):
         try:
-            return KafkaAdminClient(
-                request_timeout_ms=int(timeout * 1000),
-                bootstrap_timeout_ms=int(timeout * 1000),
-                client_id="pipeline-admin",
-                **kafka.client_options(),
-            )
-        except KafkaError as error:
-            raise connection_error(
-                kafka, timeout, error, refusals.reason, refusals.tls_failure, refusals.closed_by_broker
-            ) from None
+            super().__init__(**configs)
+        except BaseException:
+            if hasattr(self, "_net"):
+                self._closed = False
+                self.close()
+            raise
+
+
+def admin_client(kafka: KafkaSettings, timeout: float) -> KafkaAdminClient:
+    """An admin client that has answered a metadata request, or :class:`KafkaUnavailableError`:
+    at once when the broker refuses the login or a certificate, else after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    with AuthenticationRefusals() as refusals:
+        while True:
+            attempt = min(BOOTSTRAP_ATTEMPT_SECONDS, max(deadline - time.monotonic(), 0.0))
+            try:
+                return _AdminClient(
+                    request_timeout_ms=int(timeout * 1000),
+                    bootstrap_timeout_ms=int(attempt * 1000),
+                    client_id="pipeline-admin",
+                    **kafka.client_options(),
+                )
+            except KafkaError as error:
+                refused = refusals.reason is not None or refusals.tls_failure is not None
+                if refused or time.monotonic() >= deadline - 0.01:
+                    raise connection_error(
+                        kafka, timeout, error, refusals.reason, refusals.tls_failure, refusals.closed_by_broker
+                    ) from None
 
 
 @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -55,6 +56,33 @@ def processes_running(*arguments: str) -> List[int]:
         if command_line and all(argument in command_line for argument in wanted):
             found.append(int(entry))
     return found
+
+
+def topic_records(bootstrap: str, topic: str, isolation_level: str = "read_uncommitted", timeout: float = 60) -> list:
+    """Every record on ``topic`` up to its end offsets as of the call (none when it does not
+    exist), partition by partition in offset order; read_committed leaves out open and aborted
+    transactions. Reading to the end offsets, not until the topic is quiet for a while, so that a
+    test waits for nothing once the records are there."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation_level, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, number) for number in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: Dict[int, list] = {partition.partition: [] for partition in partitions}
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(partition) < ends[partition] for partition in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end offsets {ends} within {timeout:g}s")
+            for partition, batch in consumer.poll(timeout_ms=200).items():
+                records[partition.partition].extend(batch)
+        return [record for number in sorted(records) for record in records[number]]
+    finally:
+        consumer.close()
 
 
 def stream_in_process(*arguments: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:

@@ -14,23 +14,26 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 
 from infra.kafka.broker import free_port
 from infra.kestra.run_flow import ENGINE_COMMANDS_TYPE, OFFICIAL_COMMANDS_TYPE, Execution, engine_source
 from pipeline_lib.producer import RUN_HEADER
-from tests.helpers import ROOT, processes_running
+from tests.helpers import ROOT, processes_running, topic_records
 
 pytestmark = pytest.mark.kestra
 
 FLOW_PATH = ROOT / "flows" / "simple-data-pipeline.yml"
 FLOW_SOURCE = FLOW_PATH.read_text()
 ENGINE_SOURCE = engine_source(FLOW_SOURCE)
+# The file's retry interval (10 s) is a plain duration, not an expression a test could set: the
+# tests whose tasks fail run the flow with it at 1 s, the rest of the file unchanged.
+RETRY_INTERVAL = "interval: PT10S"
+QUICK_RETRY_SOURCE = FLOW_SOURCE.replace(RETRY_INTERVAL, "interval: PT1S")
 PROCESS_RUNNER = "io.kestra.plugin.core.runner.Process"
 EXPRESSION = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 EXECUTION_TIMEOUT = 900
@@ -62,22 +65,10 @@ def read_ids(spark, output: Path):
     return sorted(int(row["id"]) for row in spark.read.option("header", "true").csv(str(output)).collect())
 
 
-def records_on(bootstrap: str, topic: str, isolation_level: str = "read_committed") -> Iterator[ConsumerRecord]:
-    """Every record on the topic, from the start; read_uncommitted includes aborted transactions."""
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000,
-        isolation_level=isolation_level,
-    )
-    try:
-        yield from consumer
-    finally:
-        consumer.close()
-
-
 def ids_by_run(bootstrap: str, topic: str) -> Dict[str, List[int]]:
     """The ids of the committed records on the topic, by the run (execution) that sent them."""
     runs: Dict[str, List[int]] = defaultdict(list)
-    for message in records_on(bootstrap, topic):
+    for message in topic_records(bootstrap, topic, "read_committed"):
         run_id = dict(message.headers or [])[RUN_HEADER].decode("utf-8")
         runs[run_id].append(json.loads(message.value)["id"])
     return {run_id: sorted(ids) for run_id, ids in runs.items()}
@@ -109,6 +100,14 @@ def test_every_task_has_a_timeout_and_3_attempts(flow):
     for task in flow["tasks"]:
         assert task["timeout"] and task["retry"]["type"] == "constant"
         assert task["retry"]["maxAttempts"] == 3
+
+
+def test_the_failing_tests_flow_is_the_file_with_only_its_retry_intervals_at_1s(flow):
+    quick = yaml.safe_load(QUICK_RETRY_SOURCE)
+    assert [task["retry"]["interval"] for task in flow["tasks"]] == ["PT10S", "PT10S"]
+    for task in quick["tasks"]:
+        task["retry"]["interval"] = "PT10S"
+    assert quick == flow
 
 
 def test_errors_branch_logs_the_failed_task(flow):
@@ -278,7 +277,7 @@ def test_two_executions_started_together_run_one_after_the_other_with_disjoint_i
 def values_by_id(bootstrap: str, topic: str, isolation_level: str) -> Dict[int, List[int]]:
     """Every record's value on the topic by its id."""
     values: Dict[int, List[int]] = defaultdict(list)
-    for message in records_on(bootstrap, topic, isolation_level):
+    for message in topic_records(bootstrap, topic, isolation_level):
         record = json.loads(message.value)
         values[record["id"]].append(record["value"])
     return values
@@ -291,7 +290,7 @@ def test_an_ingest_attempt_killed_mid_send_is_retried_and_every_id_lands_once_wi
     inputs = dict(pipeline_inputs(bootstrap, topic, tmp_path), record_count=str(count))
     watcher = KafkaConsumer(bootstrap_servers=bootstrap)
 
-    started = kestra.submit(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT)
+    started = kestra.submit(QUICK_RETRY_SOURCE, inputs, timeout=EXECUTION_TIMEOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not started.done():
         partitions = watcher.partitions_for_topic(topic) or set()
@@ -321,7 +320,7 @@ def test_an_ingest_attempt_killed_mid_send_is_retried_and_every_id_lands_once_wi
 def test_an_unreachable_broker_fails_ingest_after_3_attempts_and_the_errors_branch_names_it(kestra, tmp_path):
     inputs = dict(pipeline_inputs(f"127.0.0.1:{free_port()}", "unreachable", tmp_path), kafka_timeout="5")
 
-    execution = kestra.run(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT)
+    execution = kestra.run(QUICK_RETRY_SOURCE, inputs, timeout=EXECUTION_TIMEOUT)
 
     assert execution.state == "FAILED", detail(execution)
     ingest = execution.task_run("ingest_data")
@@ -339,7 +338,7 @@ def test_an_unreachable_broker_fails_ingest_after_3_attempts_and_the_errors_bran
 def test_a_failed_process_data_reports_only_the_records_sent(kestra, bootstrap, topic, tmp_path):
     inputs = dict(pipeline_inputs(bootstrap, topic, tmp_path), spark_master="no-such-master")
 
-    execution = kestra.run(FLOW_PATH, inputs, timeout=EXECUTION_TIMEOUT)
+    execution = kestra.run(QUICK_RETRY_SOURCE, inputs, timeout=EXECUTION_TIMEOUT)
 
     assert execution.state == "FAILED", detail(execution)
     assert execution.task_run("ingest_data").state == "SUCCESS"

@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline_lib.checkpoint import CheckpointMismatchError
-from tests.helpers import ROOT, spark_submit_command
+from tests.helpers import ROOT, spark_submit_command, topic_records
 from tests.integration.test_pipeline import produce, read_csv, stream
 
 
@@ -57,10 +57,7 @@ def wait_until(condition, timeout, what):
 
 
 def consumed_ids(bootstrap, topic):
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=10000)
-    ids = [int(message.key) for message in consumer]
-    consumer.close()
-    return ids
+    return [int(message.key) for message in topic_records(bootstrap, topic)]
 
 
 def assert_each_once(ids, expected):

@@ -19,7 +19,7 @@ from pipeline_lib.session import CHECKOUT_JARS, JARS_ENV, connector_jars
 from pipeline_lib.sources import build_source
 from pipeline_lib.transforms import parse_json, split_valid
 from tests.conftest import send_raw
-from tests.helpers import ROOT, job
+from tests.helpers import ROOT, job, topic_records
 from tests.integration.test_pipeline import produce, stream
 
 QUARANTINE_COLUMNS = ["payload", "payload_base64", "topic", "partition", "offset", "kafka_timestamp", "headers", "reason"]
@@ -155,11 +155,7 @@ def test_producer_runs_one_after_another_never_reuse_an_id(bootstrap, topic):
     second = job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", "20", "--partitions", "3")
 
     assert first.returncode == 0 and second.returncode == 0, second.stderr
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
-    ids = sorted(json.loads(message.value)["id"] for message in consumer)
-    consumer.close()
+    ids = sorted(json.loads(message.value)["id"] for message in topic_records(bootstrap, topic))
     assert ids == list(range(1, 41))
 
 

@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline_lib.producer import run_records
-from tests.helpers import ROOT
+from tests.helpers import ROOT, topic_records
 from tests.integration.test_pipeline import read_csv, stream
 
 RUN_START = "2024-05-08T15:20:00.123Z"
@@ -52,13 +52,7 @@ class TopicLog:
 
 
 def committed_records(bootstrap, topic):
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000,
-        isolation_level="read_committed",
-    )
-    records = [message.value for message in consumer]
-    consumer.close()
-    return records
+    return [message.value for message in topic_records(bootstrap, topic, "read_committed")]
 
 
 def run(command):

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 from chispa import assert_df_equality
-from kafka import KafkaConsumer
 from pyspark.sql import functions as F
 
 from pipeline_lib.kafka_client import KafkaSettings, ensure_topic
@@ -15,7 +14,7 @@ from pipeline_lib.pipeline import load_pipeline_config
 from pipeline_lib.run import run_pipeline
 from pipeline_lib.sinks.memory import MemorySink
 from tests.conftest import send_raw
-from tests.helpers import ROOT, job, run, stream_in_process
+from tests.helpers import ROOT, job, run, stream_in_process, topic_records
 from tests.integration.test_pipeline import produce, read_csv, read_quarantine
 
 EPOCH = 1715181600  # 2024-05-08 15:20:00 UTC, a multiple of 10 seconds
@@ -34,10 +33,7 @@ def configured(bootstrap, topic, folder, path=None, **overrides):
 
 
 def consume(bootstrap, topic):
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
-    messages = list(consumer)
-    consumer.close()
-    return messages
+    return topic_records(bootstrap, topic)
 
 
 @pytest.mark.slow

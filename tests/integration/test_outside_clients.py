@@ -8,9 +8,8 @@ import subprocess
 import time
 
 import pytest
-from kafka import KafkaConsumer
 
-from tests.helpers import ROOT, job
+from tests.helpers import ROOT, job, topic_records
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
 COUNT = 20
@@ -64,12 +63,7 @@ def batch_codecs(kafka, topic):
 
 
 def read_topic(bootstrap, topic):
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=10000, request_timeout_ms=31000)
-    try:
-        return list(consumer)
-    finally:
-        consumer.close()
+    return topic_records(bootstrap, topic)
 
 
 def produce_job(bootstrap, topic):

@@ -3,14 +3,13 @@
 import json
 
 import pytest
-from kafka import KafkaConsumer
 from pyspark.sql import functions as F
 
 from pipeline_lib.pipeline import load_pipeline_config
 from pipeline_lib.producer import load_producer_config, send_records
 from pipeline_lib.run import run_pipeline
 from tests.conftest import send_raw
-from tests.helpers import ROOT, job, spark_submit
+from tests.helpers import ROOT, job, spark_submit, topic_records
 
 OUTPUT_SCHEMA = "id long, value int, timestamp double, processed_value long"
 
@@ -152,9 +151,7 @@ def test_producer_sends_records_in_the_documented_format(bootstrap, topic):
 
     assert result.returncode == 0, result.stderr
     assert f"sent 5 records to {topic}" in result.stdout
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
-    messages = [(m.key, json.loads(m.value)) for m in consumer]
-    consumer.close()
+    messages = [(m.key, json.loads(m.value)) for m in topic_records(bootstrap, topic)]
     assert [key for key, _ in messages] == [b"7", b"8", b"9", b"10", b"11"]
     assert [sorted(record) for _, record in messages] == [["id", "timestamp", "value"]] * 5
     assert [record["id"] for _, record in messages] == [7, 8, 9, 10, 11]

@@ -13,7 +13,6 @@ import time
 from collections import Counter
 
 import pytest
-from kafka import KafkaConsumer
 
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.kafka_client import KafkaSettings, ensure_topic
@@ -23,7 +22,7 @@ from pipeline_lib.reports import Listener
 from pipeline_lib.run import run
 from pipeline_lib.triggers import spark_trigger
 from tests.conftest import send_raw
-from tests.helpers import ROOT, job
+from tests.helpers import ROOT, job, topic_records
 
 # Queries of real-time mode: long-running tasks that take their seconds to start and to stop.
 pytestmark = pytest.mark.slow
@@ -50,10 +49,7 @@ def fresh_topics(bootstrap, partitions=2):
 
 
 def consume(bootstrap, topic):
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
-    messages = list(consumer)
-    consumer.close()
-    return messages
+    return topic_records(bootstrap, topic)
 
 
 def wait_until(condition, timeout, what):

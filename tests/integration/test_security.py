@@ -5,6 +5,7 @@ line, which tells a refused login from a broker that never answered; the passwor
 printed."""
 
 import re
+import time
 
 import pytest
 
@@ -81,6 +82,20 @@ def test_wrong_password_stops_both_jobs_with_the_brokers_refusal(kafka, topic, t
         assert "not-the-password" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "output").exists()
+
+
+def test_a_refused_login_ends_the_wait_at_the_refusal_not_at_the_timeout(kafka):
+    from pipeline_lib.kafka_client import KafkaAuthenticationError, KafkaSettings, admin_client
+
+    settings = KafkaSettings(
+        bootstrap_servers=kafka.sasl_bootstrap_servers, topic="anything", security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN", sasl_username=SASL_USER, sasl_password="not-the-password",
+    )
+    started = time.monotonic()
+
+    with pytest.raises(KafkaAuthenticationError, match="Invalid username or password"):
+        admin_client(settings, timeout=120)
+    assert time.monotonic() - started < 60  # half the timeout: the refusal ended it
 
 
 @pytest.mark.slow
