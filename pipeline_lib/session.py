@@ -15,6 +15,9 @@ JARS_ENV = "PIPELINE_JARS"
 # In a checkout, `make jars` puts the Kafka connector here; found without any setting.
 CHECKOUT_JARS = Path(__file__).resolve().parent.parent / "infra" / "spark" / "jars"
 LOG_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
+CLASS_ARCHIVE_ENV = "PIPELINE_CLASS_ARCHIVE"
+# In a checkout, `make spark-classes` writes the driver's class archive here (infra/spark/archive-classes).
+CHECKOUT_CLASS_ARCHIVE = Path(__file__).resolve().parent.parent / "infra" / "spark" / "classes" / "driver.jsa"
 
 LOCAL_DEFAULTS = {
     # Two cores here; the default of 200 shuffle partitions makes tiny batches crawl.
@@ -41,6 +44,19 @@ def connector_jars(spec: Optional[str] = None) -> List[str]:
     return jars
 
 
+def class_archive_options(path: Optional[str] = None) -> Optional[str]:
+    """The driver JVM's options that map the class archive ``path`` (default
+    ``$PIPELINE_CLASS_ARCHIVE``, else the checkout's), or None when there is none: the JVM then
+    loads Spark's classes from the jars, seconds slower. An archive of another JDK or class path
+    is passed over without a word.
+
+    >>> class_archive_options("infra/spark/classes/driver.jsa")  # doctest: +SKIP
+    '-XX:SharedArchiveFile=infra/spark/classes/driver.jsa -Xlog:cds=off -Xlog:cds+dynamic=off'
+    """
+    path = path or os.environ.get(CLASS_ARCHIVE_ENV) or str(CHECKOUT_CLASS_ARCHIVE)
+    return f"-XX:SharedArchiveFile={path} -Xlog:cds=off -Xlog:cds+dynamic=off" if os.path.isfile(path) else None
+
+
 def launched_by_spark_submit() -> bool:
     """True when spark-submit started this Python process and owns master, jars and py-files."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -65,8 +81,9 @@ def get_spark(
     """Get or create a SparkSession with local defaults.
 
     Outside spark-submit it runs on ``master`` (default ``$SPARK_MASTER`` or ``local[*]``) with
-    the Kafka connector ``jars`` (default from ``$PIPELINE_JARS``); under spark-submit those come
-    from its command line. ``conf`` overrides :data:`LOCAL_DEFAULTS` and adds settings.
+    the Kafka connector ``jars`` (default from ``$PIPELINE_JARS``) and the driver's class
+    archive (:func:`class_archive_options`); under spark-submit those come from its command
+    line. ``conf`` overrides :data:`LOCAL_DEFAULTS` and adds settings.
 
     >>> spark = get_spark("notebook")  # doctest: +SKIP
     """
@@ -81,6 +98,9 @@ def get_spark(
             builder = builder.config("spark.jars", ",".join(jar_list))
         # Spark's start-up chatter goes nowhere; warnings of the job itself still show.
         builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}")
+        archive = class_archive_options()
+        if archive:
+            builder = builder.config("spark.driver.defaultJavaOptions", archive)
     for key, value in {**_unset_defaults(), **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -64,6 +64,12 @@ def test_the_driver_jvm_maps_the_class_archive(tmp_path):
     assert str(CLASS_ARCHIVE) in result.stdout, result.stdout
 
 
+def test_a_session_started_from_python_maps_the_class_archive_too(spark):
+    jvm_pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+
+    assert str(CLASS_ARCHIVE) in Path(f"/proc/{jvm_pid}/maps").read_text()
+
+
 def test_a_driver_class_path_the_archive_was_not_made_for_starts_without_it_and_without_a_word(tmp_path):
     script = tmp_path / "maps.py"
     script.write_text(MAPPED_ARCHIVES)
