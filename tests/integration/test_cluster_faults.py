@@ -214,14 +214,15 @@ def streaming_here(spark, bootstrap: str, topic: str, folder: Path):
 def test_the_leader_killed_three_times_mid_send_and_mid_stream_loses_no_acknowledged_id_and_writes_none_twice(
     cluster, spark, topic, tmp_path
 ):
-    bootstrap, total = cluster.bootstrap_servers, 3000
+    bootstrap, total = cluster.bootstrap_servers, 2400
     produce(bootstrap, topic, 100)  # the topic, and a first batch for the job
     job = start(stream_command(bootstrap, topic, tmp_path, "--trigger", "processing-time=1s"), tmp_path / "stream.log")
     producer = None
     mid_send, cycles = [], []
     try:
         wait_until(lambda: batch_files(tmp_path, "commits"), 240, "the stream job's first batch")
-        # 72 s of sending at 40 records/s: a kill cycle takes 10 s on a quiet machine, 20 s on a busy one.
+        # 57 s of sending at 40 records/s: a kill cycle takes 10 s on a quiet machine, 20 s on a busy
+        # one, and the third kill comes two cycles after the first.
         producer = start_producer(
             produce_command(bootstrap, topic, total - 100, "--rate", "40", "--timeout", "60"), tmp_path, "producer"
         )
