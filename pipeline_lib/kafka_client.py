@@ -292,8 +292,9 @@ class AuthenticationRefusals(logging.Handler):
 
 
 # A refused login or certificate is final, but kafka-python retries it until its bootstrap times
-# out: bootstrapping in attempts this long lets a refusal end the wait at the first one.
-BOOTSTRAP_ATTEMPT_SECONDS = 1.0
+# out: bootstrapping in attempts, the first this long and each next twice as long (so that a
+# broker slow to answer still gets one long enough), lets a refusal end the wait at the first.
+FIRST_BOOTSTRAP_ATTEMPT_SECONDS = 1.0
 
 
 class _AdminClient(KafkaAdminClient):
@@ -313,9 +314,11 @@ def admin_client(kafka: KafkaSettings, timeout: float) -> KafkaAdminClient:
     """An admin client that has answered a metadata request, or :class:`KafkaUnavailableError`:
     at once when the broker refuses the login or a certificate, else after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
+    longest = FIRST_BOOTSTRAP_ATTEMPT_SECONDS
     with AuthenticationRefusals() as refusals:
         while True:
-            attempt = min(BOOTSTRAP_ATTEMPT_SECONDS, max(deadline - time.monotonic(), 0.0))
+            attempt = min(longest, max(deadline - time.monotonic(), 0.0))
+            longest *= 2
             try:
                 return _AdminClient(
                     request_timeout_ms=int(timeout * 1000),

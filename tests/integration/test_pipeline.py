@@ -251,3 +251,61 @@ def test_stream_job_names_a_missing_topic(bootstrap, tmp_path):
     assert result.returncode == 1
     assert errors == [f"error: TopicNotFoundError: topic 'no-such-topic' does not exist on {bootstrap}; jobs/produce.py creates it, or check --topic"]
     assert not (tmp_path / "o").exists()
+
+
+class SlowToAnswer:
+    """A loopback proxy to ``target`` that holds each connection's first answer back ``delay``
+    seconds: a broker reachable but slow to answer (a long round trip, a loaded host)."""
+
+    def __init__(self, target: str, delay: float):
+        import socket
+        import threading
+
+        host, port = target.rsplit(":", 1)
+        self.target, self.delay = (host, int(port)), delay
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target, timeout=10)
+            threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self.delay), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink, first_delay):
+        import time
+
+        try:
+            while data := source.recv(65536):
+                if first_delay:
+                    time.sleep(first_delay)
+                    first_delay = 0.0
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def close(self):
+        self.server.close()
+
+
+def test_a_broker_slower_to_answer_than_the_first_bootstrap_attempt_is_still_reached(bootstrap, topic):
+    from pipeline_lib.kafka_client import FIRST_BOOTSTRAP_ATTEMPT_SECONDS, KafkaSettings, admin_client
+
+    proxy = SlowToAnswer(bootstrap, delay=FIRST_BOOTSTRAP_ATTEMPT_SECONDS * 1.5)
+    try:
+        admin = admin_client(KafkaSettings(bootstrap_servers=proxy.address, topic=topic), timeout=20)
+        admin.close()
+    finally:
+        proxy.close()
