@@ -32,10 +32,6 @@ def configured(bootstrap, topic, folder, path=None, **overrides):
     )
 
 
-def consume(bootstrap, topic):
-    return topic_records(bootstrap, topic)
-
-
 @pytest.mark.slow
 def test_kafka_sink_writes_every_row_once_keyed_by_id_across_a_restart(spark, bootstrap, topic, tmp_path):
     out_topic = f"{topic}-out"
@@ -52,7 +48,7 @@ def test_kafka_sink_writes_every_row_once_keyed_by_id_across_a_restart(spark, bo
 
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert (first.written, "done: 10 rows written, 0 quarantined" in restarted.stdout) == (20, True)
-    messages = consume(bootstrap, out_topic)
+    messages = topic_records(bootstrap, out_topic)
     # At-least-once: a reader keeps the last record per key; a clean restart replays nothing.
     latest = {message.key: json.loads(message.value) for message in messages}
     assert sorted(int(key) for key in latest) == list(range(1, 31))

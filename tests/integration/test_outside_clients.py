@@ -62,10 +62,6 @@ def batch_codecs(kafka, topic):
     return codecs
 
 
-def read_topic(bootstrap, topic):
-    return topic_records(bootstrap, topic)
-
-
 def produce_job(bootstrap, topic):
     return job("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", str(ADDED), timeout=120)
 
@@ -79,7 +75,7 @@ def test_produce_continues_after_the_highest_id_of_records_another_client_compre
     result = produce_job(bootstrap, topic)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    ids = [json.loads(message.value)["id"] for message in read_topic(bootstrap, topic)]
+    ids = [json.loads(message.value)["id"] for message in topic_records(bootstrap, topic)]
     assert ids[:COUNT] == list(range(1, COUNT + 1))
     assert sorted(ids[COUNT:]) == list(range(COUNT + 1, COUNT + ADDED + 1))
 
@@ -113,7 +109,7 @@ def test_produce_continues_after_the_highest_id_of_records_kafkas_console_produc
     result = produce_job(bootstrap, topic)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    ids = [json.loads(message.value)["id"] for message in read_topic(bootstrap, topic)]
+    ids = [json.loads(message.value)["id"] for message in topic_records(bootstrap, topic)]
     assert ids[:COUNT] == list(range(1, COUNT + 1))
     assert sorted(ids[COUNT:]) == list(range(COUNT + 1, COUNT + ADDED + 1))
 
@@ -123,7 +119,7 @@ def test_kafka_python_consumer_reads_back_a_zstd_topic_as_sent(kafka, bootstrap,
     sent = send_with_librdkafka(bootstrap, topic, "zstd")
     assert set(batch_codecs(kafka, topic)) == {"zstd"}
 
-    messages = read_topic(bootstrap, topic)
+    messages = topic_records(bootstrap, topic)
 
     assert [(message.key, json.loads(message.value)) for message in messages] == [
         (str(record["id"]).encode(), record) for record in sent

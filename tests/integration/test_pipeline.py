@@ -1,6 +1,9 @@
 """Produce -> real Kafka -> Spark Structured Streaming -> CSV, exactly once."""
 
 import json
+import socket
+import threading
+import time
 
 import pytest
 from pyspark.sql import functions as F
@@ -258,9 +261,6 @@ class SlowToAnswer:
     seconds: a broker reachable but slow to answer (a long round trip, a loaded host)."""
 
     def __init__(self, target: str, delay: float):
-        import socket
-        import threading
-
         host, port = target.rsplit(":", 1)
         self.target, self.delay = (host, int(port)), delay
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -268,9 +268,6 @@ class SlowToAnswer:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        import socket
-        import threading
-
         while True:
             try:
                 client, _ = self.server.accept()
@@ -282,8 +279,6 @@ class SlowToAnswer:
 
     @staticmethod
     def _pipe(source, sink, first_delay):
-        import time
-
         try:
             while data := source.recv(65536):
                 if first_delay:

@@ -48,10 +48,6 @@ def fresh_topics(bootstrap, partitions=2):
     return name, f"{name}-out", f"{name}-quarantine"
 
 
-def consume(bootstrap, topic):
-    return topic_records(bootstrap, topic)
-
-
 def wait_until(condition, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -114,7 +110,7 @@ def real_time_run(spark, bootstrap, tmp_path_factory):
     assert not failures, failures
     return {
         "topic": topic, "reports": reports,
-        "output": consume(bootstrap, output), "quarantine": consume(bootstrap, quarantine),
+        "output": topic_records(bootstrap, output), "quarantine": topic_records(bootstrap, quarantine),
     }
 
 
@@ -169,7 +165,7 @@ def test_sigterm_stops_a_real_time_job_cleanly_with_its_summary(bootstrap, tmp_p
     with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True, cwd=ROOT)
     try:
-        wait_until(lambda: process.poll() is not None or len(consume(bootstrap, output)) >= 10, 300, "the records sent")
+        wait_until(lambda: process.poll() is not None or len(topic_records(bootstrap, output)) >= 10, 300, "the records sent")
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
     finally:
@@ -236,8 +232,8 @@ def test_the_kafka_quarantine_of_an_available_now_run_holds_every_rejected_recor
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done: 5 rows written, 5 quarantined" in result.stdout
-    records = {message.key.decode(): json.loads(message.value) for message in consume(bootstrap, quarantine)}
-    assert len(consume(bootstrap, quarantine)) == len(records) == len(REJECTED)
+    records = {message.key.decode(): json.loads(message.value) for message in topic_records(bootstrap, quarantine)}
+    assert len(topic_records(bootstrap, quarantine)) == len(records) == len(REJECTED)
     assert all(
         key == f"{topic}-{record['partition']}-{record['offset']}" and list(record) == QUARANTINE_COLUMNS
         for key, record in records.items()
