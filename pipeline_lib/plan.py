@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pyspark.errors import PySparkException
@@ -26,7 +27,7 @@ from pipeline_lib.pipeline import OUTPUT, QUARANTINE, PipelineConfig
 from pipeline_lib.reports import PartitionOffsets, offsets_text
 from pipeline_lib.schema import RECORD_SCHEMA, record_schema
 from pipeline_lib.sinks import Sink
-from pipeline_lib.steps import Step
+from pipeline_lib.steps import Step, Transform
 from pipeline_lib.transforms import ERROR_COLUMN, MARKER_COLUMNS, parse_json, quarantined_records, valid_records
 from pipeline_lib.triggers import is_real_time, spark_trigger
 
@@ -61,6 +62,12 @@ class Plan:
     def keeps_rows(self) -> bool:
         """Whether every step keeps every row, so the output's count is the parse's."""
         return all(step.keeps_rows for step in self.steps)
+
+    @cached_property
+    def parse(self) -> Transform:
+        """The parse stage (``parse_json`` as configured), made once: each micro-batch reuses
+        its columns instead of making them again."""
+        return parse_json(self.schema, required=self.config.required, max_bytes=self.config.max_payload_bytes)
 
     @property
     def sinks(self) -> Dict[str, Sink]:

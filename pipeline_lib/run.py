@@ -48,7 +48,7 @@ from pipeline_lib.realtime import EpochReports, kafka_writer, records
 from pipeline_lib.reports import BatchReport, ConsoleListener, Listener, PartitionOffsets, RunSummary
 from pipeline_lib.sinks import Sink, ledger_for
 from pipeline_lib.steps import Step
-from pipeline_lib.transforms import ERROR_COLUMN, parse_json, quarantined_records, valid_records
+from pipeline_lib.transforms import ERROR_COLUMN, quarantined_records, valid_records
 
 # How long a stop waits for the batch being written before it interrupts it.
 STOP_GRACE_SECONDS = 60.0
@@ -119,9 +119,7 @@ def _streams(plan: Plan, spark: SparkSession) -> Dict[str, DataFrame]:
         return {plan.queries[0].name: records(plan.config, plan.schema, plan.steps, source)}
     if not plan.stateful:
         return {plan.queries[0].name: source}
-    parsed = source.transform(
-        parse_json(plan.schema, required=plan.config.required, max_bytes=plan.config.max_payload_bytes)
-    )
+    parsed = source.transform(plan.parse)
     rows = parsed.transform(valid_records())
     for step in plan.steps:
         rows = rows.transform(step)
@@ -235,10 +233,7 @@ class BatchWriter(_Guarded):
         if not pending:
             self.report(BatchReport(batch_id, skipped=True))
             return
-        config = self.plan.config
-        parsed = batch.transform(
-            parse_json(self.plan.schema, required=config.required, max_bytes=config.max_payload_bytes)
-        )
+        parsed = batch.transform(self.plan.parse)
         # A batch the quarantine takes rows of is kept in memory: the output and the quarantine
         # then read and parse it once (keeping it costs a fifth of the batch's time; reading it
         # again for the quarantine, as much as the batch itself). A batch expected to be clean is

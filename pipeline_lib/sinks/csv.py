@@ -30,17 +30,18 @@ def plain_decimal(column: Column) -> Column:
     """
 
     # Spark turns a double into a decimal through its shortest digits (Double.toString), so a
-    # decimal holds exactly 1715181600.123; trailing zeros and a bare point are trimmed. Nine
-    # decimals are cheaper to render and cover the usual case; the cast back tells when not.
+    # decimal holds exactly 1715181600.123; trailing zeros and a bare point are trimmed. Six
+    # decimals below 1e10 (epoch seconds to the microsecond) fit a decimal Spark keeps in a long,
+    # three times cheaper to make and render than the wide one; the cast back tells when not.
     def trimmed(decimal: Column) -> Column:
         return F.rtrim(F.rtrim(decimal.cast("string"), F.lit("0")), F.lit("."))
 
-    nine = column.cast("decimal(28,9)")
+    six = column.try_cast("decimal(16,6)")
     eighteen = column.cast("decimal(38,18)")
     in_range = F.abs(column) < F.lit(1e18)
     return (
         F.when(column == 0, F.lit("0"))
-        .when(in_range & (nine.cast("double") == column), trimmed(nine))
+        .when(six.cast("double") == column, trimmed(six))
         .when(in_range & (eighteen.cast("double") == column), trimmed(eighteen))
         .otherwise(column.cast("string"))
     )

@@ -139,6 +139,18 @@ def test_malformed_messages_are_quarantined_with_reason_and_coordinates(spark, b
     assert summary.written + summary.quarantined == len(payloads)
 
 
+def test_rejected_rows_in_a_batch_after_a_clean_one_are_quarantined(spark, bootstrap, topic, tmp_path):
+    good = [json.dumps({"id": i, "value": i, "timestamp": 1.0}).encode() for i in range(1, 5)]
+    send_raw(bootstrap, topic, [*good, b"{not json", b'{"id": 5, "value": 5, "timestamp": 1.0}'])
+
+    summary = stream(spark, bootstrap, topic, tmp_path, **{"source.max_offsets_per_trigger": 4})
+
+    assert (summary.batches, summary.written, summary.quarantined) == (2, 5, 1)
+    quarantine = read_quarantine(spark, tmp_path).collect()
+    assert [(row["offset"], row["reason"]) for row in quarantine] == [(4, "invalid JSON")]
+    assert_ids_once(read_csv(spark, tmp_path), range(1, 6))
+
+
 def test_quarantine_is_json_lines_never_csv(spark, bootstrap, topic, tmp_path):
     send_raw(bootstrap, topic, [b"=HYPERLINK(1)"])
 

@@ -188,3 +188,19 @@ def test_an_input_column_named_like_a_record_field_is_refused(spark):
 
     with pytest.raises(ValueError, match=r"input columns \['timestamp'\] would be replaced by parse_json"):
         df.transform(parse_json())
+
+
+def test_one_parse_serves_dataframes_of_different_columns_in_turn(spark):
+    parse = parse_json()
+    kafka = kafka_rows(spark, b'{"id": 1, "value": 75}', b'{"id": 2}')
+    text = spark.createDataFrame([('{"id": 3, "value": 5}', "a")], "value string, note string")
+
+    first = kafka.transform(parse).select("id", "offset", ERROR_COLUMN)
+    second = text.transform(parse).select("id", "note", ERROR_COLUMN)
+    third = kafka.transform(parse).select("id", "offset", ERROR_COLUMN)
+
+    assert_df_equality(first, third)
+    assert_df_equality(
+        second, spark.createDataFrame([(3, "a", None)], "id long, note string, _error string"), ignore_nullable=True
+    )
+    assert [row[ERROR_COLUMN] for row in first.collect()] == [None, "missing required field 'value'"]
