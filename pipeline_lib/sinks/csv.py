@@ -32,7 +32,7 @@ def plain_decimal(column: Column) -> Column:
     # Spark turns a double into a decimal through its shortest digits (Double.toString), so a
     # decimal holds exactly 1715181600.123; trailing zeros and a bare point are trimmed. Six
     # decimals below 1e10 (epoch seconds to the microsecond) fit a decimal Spark keeps in a long,
-    # three times cheaper to make and render than the wide one; the cast back tells when not.
+    # cheaper to make and render than the wide one; the cast back tells when they do not.
     def trimmed(decimal: Column) -> Column:
         return F.rtrim(F.rtrim(decimal.cast("string"), F.lit("0")), F.lit("."))
 
