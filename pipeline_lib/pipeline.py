@@ -30,8 +30,10 @@ from pipeline_lib.transforms import (
     MARKER_COLUMNS,
     PARSE_STAGE,
     TRANSFORMS,
+    Transform,
     UnknownTransformError,
     get_transform,
+    parse_json,
 )
 from pipeline_lib.triggers import runs_until_stopped, spark_trigger
 
@@ -78,6 +80,11 @@ class PipelineConfig:
     @property
     def sinks(self) -> Dict[str, Sink]:
         return {OUTPUT: self.output, QUARANTINE: self.quarantine}
+
+    def parse(self, schema: StructType) -> Transform:
+        """The parse stage: :func:`parse_json` of ``schema`` (the record schema) with this
+        configuration's required fields and payload limit."""
+        return parse_json(schema, required=self.required, max_bytes=self.max_payload_bytes)
 
 
 with warnings.catch_warnings():

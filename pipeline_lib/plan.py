@@ -28,7 +28,7 @@ from pipeline_lib.reports import PartitionOffsets, offsets_text
 from pipeline_lib.schema import RECORD_SCHEMA, record_schema
 from pipeline_lib.sinks import Sink
 from pipeline_lib.steps import Step, Transform
-from pipeline_lib.transforms import ERROR_COLUMN, MARKER_COLUMNS, parse_json, quarantined_records, valid_records
+from pipeline_lib.transforms import ERROR_COLUMN, MARKER_COLUMNS, quarantined_records, valid_records
 from pipeline_lib.triggers import is_real_time, spark_trigger
 
 
@@ -67,7 +67,7 @@ class Plan:
     def parse(self) -> Transform:
         """The parse stage (``parse_json`` as configured), made once: each micro-batch reuses
         its columns instead of making them again."""
-        return parse_json(self.schema, required=self.config.required, max_bytes=self.config.max_payload_bytes)
+        return self.config.parse(self.schema)
 
     @property
     def sinks(self) -> Dict[str, Sink]:
@@ -216,7 +216,7 @@ def _check_on_schema(
     except (PySparkException, PipelineError) as error:
         raise ConfigError("source", str(error).splitlines()[0]) from error
     try:
-        parsed = source.transform(parse_json(schema, required=config.required, max_bytes=config.max_payload_bytes))
+        parsed = source.transform(config.parse(schema))
     except (PySparkException, ValueError) as error:
         raise ConfigError("schema", str(error).splitlines()[0]) from error
     rows = parsed.transform(valid_records())

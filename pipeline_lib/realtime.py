@@ -46,7 +46,6 @@ from pipeline_lib.transforms import (
     MARKER_COLUMNS,
     PAYLOAD_BASE64_COLUMN,
     PAYLOAD_COLUMN,
-    parse_json,
     quarantined_records,
 )
 from pipeline_lib.triggers import checkpoint_interval
@@ -111,7 +110,7 @@ def check_on_spark(config: PipelineConfig, schema: StructType, steps: Sequence[S
     # written; an empty batch of the source's schema plans to the same operators, and Spark's
     # own allowlist of real-time operators judges them.
     source = _kafka_source(config).read_stream(spark)
-    parsed = spark.createDataFrame(spark.sparkContext.emptyRDD(), source.schema).transform(_parse(config, schema))
+    parsed = spark.createDataFrame(spark.sparkContext.emptyRDD(), source.schema).transform(config.parse(schema))
     fields = _quarantine_fields(parsed, schema)
     allowed = _allowed_operators(spark)
     rows = parsed
@@ -144,7 +143,7 @@ def check_on_spark(config: PipelineConfig, schema: StructType, steps: Sequence[S
 def records(config: PipelineConfig, schema: StructType, steps: Sequence[Step], source: DataFrame) -> DataFrame:
     """The rows of ``source`` (the raw payloads and where they were read) parsed, through the
     steps, as Kafka records: ``key``, ``value`` (JSON) and the ``topic`` each goes to."""
-    parsed = source.transform(_parse(config, schema))
+    parsed = source.transform(config.parse(schema))
     rows = parsed
     for index, step in enumerate(steps):
         rows = _step(rows, index, step)
@@ -210,10 +209,6 @@ def _kafka_source(config: PipelineConfig) -> KafkaSource:
             "source.type", f"real-time mode reads Kafka only, not {config.source.describe()}; use a micro-batch trigger"
         )
     return config.source
-
-
-def _parse(config: PipelineConfig, schema: StructType):
-    return parse_json(schema, required=config.required, max_bytes=config.max_payload_bytes)
 
 
 def _step(rows: DataFrame, index: int, step: Step) -> DataFrame:

@@ -17,6 +17,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from infra.kafka.broker import BrokerTls, LocalKafka, LocalKafkaCluster, free_port  # noqa: E402
 from pipeline_lib.session import get_spark  # noqa: E402
+from tests.helpers import TEARDOWN_STOP_SECONDS  # noqa: E402
 
 SASL_USER = "pipeline"
 SASL_PASSWORD = "s3cret-pipeline-pw"
@@ -64,7 +65,7 @@ def kafka(tmp_path_factory, tls_files) -> Iterator[LocalKafka]:
     )
     broker.start()
     yield broker
-    broker.stop()
+    broker.stop(timeout=TEARDOWN_STOP_SECONDS)
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +161,7 @@ def kafka_cluster(tmp_path_factory, client_namespace) -> Iterator[LocalKafkaClus
         nodes.start()
         yield nodes
     finally:
-        nodes.stop()
+        nodes.stop(timeout=TEARDOWN_STOP_SECONDS)
 
 
 _topic_numbers = itertools.count(1)

@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ZIP = ROOT / "dist" / "pipeline_lib.zip"
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 SUBMIT = ROOT / "infra" / "spark" / "submit"
+# The services' data is thrown away with the run: a graceful stop at its end (7 s for the
+# cluster, 18 s for Kestra's engine) buys nothing, so they get this long before SIGKILL.
+TEARDOWN_STOP_SECONDS = 1.0
 
 
 def run(

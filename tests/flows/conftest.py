@@ -7,6 +7,7 @@ import os
 import pytest
 
 from infra.kestra.run_flow import DEFAULT_JAVA_HOME, JavaNotFound, KestraEngine, find_java
+from tests.helpers import TEARDOWN_STOP_SECONDS
 
 # Why the engine could not start, for the line at the end of the run.
 MISSING_JAVA = pytest.StashKey[str]()
@@ -28,7 +29,7 @@ def kestra(tmp_path_factory, pytestconfig):
     engine = KestraEngine(home=tmp_path_factory.mktemp("kestra"), java_home=java_home)
     engine.start()
     yield engine
-    engine.stop()
+    engine.stop(timeout=TEARDOWN_STOP_SECONDS)
 
 
 def pytest_terminal_summary(terminalreporter, config):
