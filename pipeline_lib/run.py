@@ -209,9 +209,8 @@ def deliver(sink: Sink, rows: Optional[DataFrame], spark: SparkSession, batch_id
                 raise PipelineError(f"columns {missing} are not in the rows to write; they have {rows.columns}")
             rows = rows.select(*sink.options.columns)
         sink.write(rows, batch_id)
-    row_count = count()["rows"] if rows is not None else 0
-    sink.commit(spark, batch_id, row_count)
-    ledger_for(sink, spark).mark(batch_id, row_count)
+    sink.commit(spark, batch_id, count()["rows"] if rows is not None else 0)
+    ledger_for(sink, spark).mark(batch_id)
 
 
 class BatchWriter(_Guarded):
@@ -221,10 +220,9 @@ class BatchWriter(_Guarded):
         super().__init__()
         self.plan = plan
         self.report = report
-        # Whether the next batch is expected to have rejected rows: each batch after one that had
-        # them. The run's first batch (often the backlog, the largest) follows the quarantine's
-        # last batch before this run, and is expected to have them when nothing says otherwise.
-        self.expects_rejects: Optional[bool] = None
+        # Whether the next batch is expected to have rejected rows: the run's first batch (often
+        # the backlog, the largest) and each batch after one that had them.
+        self.expects_rejects = True
 
     def write(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -235,8 +233,6 @@ class BatchWriter(_Guarded):
         if not pending:
             self.report(BatchReport(batch_id, skipped=True))
             return
-        if self.expects_rejects is None:
-            self.expects_rejects = self._quarantine_last_rows(spark) != 0
         parsed = batch.transform(self.plan.parse)
         # A batch the quarantine takes rows of is kept in memory: the output and the quarantine
         # then read and parse it once (keeping it costs a fifth of the batch's time; reading it
@@ -300,10 +296,6 @@ class BatchWriter(_Guarded):
             # without building the quarantine's plan (a tenth of a small batch's time).
             deliver(pending[QUARANTINE], rejected_rows if known else None, spark, batch_id, lambda: {"rows": known})
         return BatchReport(batch_id, rows_read=read, written=written, quarantined=rejected, metrics=metrics)
-
-    def _quarantine_last_rows(self, spark: SparkSession) -> Optional[int]:
-        quarantine = self.plan.sinks.get(QUARANTINE)
-        return ledger_for(quarantine, spark).last_rows() if quarantine is not None else None
 
     def _rejected(self, parsed: DataFrame, batch_id: int) -> DataFrame:
         """The batch's rows for the quarantine: the parse's rejects, then those the steps

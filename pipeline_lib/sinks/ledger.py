@@ -2,10 +2,9 @@
 
 The runner asks the ledger before it hands a batch to a sink, and marks the batch after the
 sink committed it; a batch Spark replays after a crash (same id, same rows) is skipped by a sink
-that marked it and written again by one that did not. Each mark holds the batch's row count,
-so a run that resumes knows what the last batch gave each sink. A sink with a folder keeps its
-ledger in the folder (``_batches/<id>``, the count its one line), so it survives the process;
-any other sink keeps one in memory, for the life of the process.
+that marked it and written again by one that did not. A sink with a folder keeps its ledger in
+the folder (``_batches/<id>``), so it survives the process; any other sink keeps one in memory,
+for the life of the process.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional
+from typing import TYPE_CHECKING, ClassVar, Dict, List, Set
 
 from pyspark.sql import SparkSession
 
@@ -33,18 +32,12 @@ class BatchLedger(ABC):
         """Whether batch ``batch_id`` was committed by the sink."""
 
     @abstractmethod
-    def mark(self, batch_id: int, rows: int) -> None:
-        """Record batch ``batch_id`` as committed with ``rows`` rows."""
-
-    @abstractmethod
-    def last_rows(self) -> Optional[int]:
-        """The row count of the newest batch marked; None when none is, or its mark holds no
-        count."""
+    def mark(self, batch_id: int) -> None:
+        """Record batch ``batch_id`` as committed."""
 
 
 class FolderLedger(BatchLedger):
-    """Marks as files ``<folder>/_batches/<id>`` holding the row count, the newest
-    :data:`MARKS_KEPT` kept."""
+    """Marks as empty files ``<folder>/_batches/<id>``, the newest :data:`MARKS_KEPT` kept."""
 
     def __init__(self, spark: SparkSession, folder: str):
         self._folder = HadoopFolder(spark, folder)
@@ -52,18 +45,10 @@ class FolderLedger(BatchLedger):
     def written(self, batch_id: int) -> bool:
         return self._folder.exists(f"{MARKS}/{batch_id}")
 
-    def mark(self, batch_id: int, rows: int) -> None:
-        self._folder.write_lines(f"{MARKS}/{batch_id}", [str(rows)])
+    def mark(self, batch_id: int) -> None:
+        self._folder.touch(f"{MARKS}/{batch_id}")
         # Batch ids follow one another, so one delete keeps the count bounded without a listing.
         self._folder.delete(f"{MARKS}/{batch_id - MARKS_KEPT}")
-
-    def last_rows(self) -> Optional[int]:
-        batch_ids = [int(name) for name in self._folder.names(f"{MARKS}/*") if name.isdigit()]
-        if not batch_ids:
-            return None
-        # Marks of earlier versions are empty files.
-        lines = self._folder.read_lines(f"{MARKS}/{max(batch_ids)}")
-        return int(lines[0]) if lines and lines[0].isdigit() else None
 
     @staticmethod
     def has_history(folder: str) -> bool:
@@ -82,7 +67,7 @@ class FolderLedger(BatchLedger):
 class MemoryLedger(BatchLedger):
     """Marks kept in this process, by ``key`` (a sink's description), shared by its sinks."""
 
-    _marks: ClassVar[Dict[str, Dict[int, int]]] = {}
+    _marks: ClassVar[Dict[str, Set[int]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, key: str):
@@ -90,16 +75,11 @@ class MemoryLedger(BatchLedger):
 
     def written(self, batch_id: int) -> bool:
         with self._lock:
-            return batch_id in self._marks.get(self.key, {})
+            return batch_id in self._marks.get(self.key, set())
 
-    def mark(self, batch_id: int, rows: int) -> None:
+    def mark(self, batch_id: int) -> None:
         with self._lock:
-            self._marks.setdefault(self.key, {})[batch_id] = rows
-
-    def last_rows(self) -> Optional[int]:
-        with self._lock:
-            marks = self._marks.get(self.key, {})
-            return marks[max(marks)] if marks else None
+            self._marks.setdefault(self.key, set()).add(batch_id)
 
     @classmethod
     def forget(cls, key: str) -> None:
@@ -144,6 +124,9 @@ class HadoopFolder:
     def rename(self, source: str, target: str) -> None:
         if not self._fs.rename(self._hadoop(source), self._hadoop(target)):
             raise OSError(f"could not rename {self.path(source)} to {self.path(target)}")
+
+    def touch(self, name: str) -> None:
+        self._fs.create(self._hadoop(name), True).close()
 
     def write_lines(self, name: str, lines: List[str]) -> None:
         stream = self._fs.create(self._hadoop(name), True)

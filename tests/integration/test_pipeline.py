@@ -11,7 +11,6 @@ from pyspark.sql import functions as F
 from pipeline_lib.pipeline import load_pipeline_config
 from pipeline_lib.producer import load_producer_config, send_records
 from pipeline_lib.run import run_pipeline
-from pipeline_lib.sinks.csv import CsvSink
 from tests.conftest import send_raw
 from tests.helpers import ROOT, job, spark_submit, topic_records
 
@@ -150,30 +149,6 @@ def test_rejected_rows_in_a_batch_after_a_clean_one_are_quarantined(spark, boots
     quarantine = read_quarantine(spark, tmp_path).collect()
     assert [(row["offset"], row["reason"]) for row in quarantine] == [(4, "invalid JSON")]
     assert_ids_once(read_csv(spark, tmp_path), range(1, 6))
-
-
-def test_a_run_keeps_its_first_batch_unless_the_quarantine_took_no_row_in_the_last_batch_before(
-    spark, bootstrap, topic, tmp_path, monkeypatch
-):
-    kept = []  # per batch of the output: whether its rows are read from a batch kept in memory
-    write = CsvSink.write
-
-    def noting_kept(sink, rows, batch_id):
-        kept.append("InMemoryRelation" in rows._jdf.queryExecution().withCachedData().toString())
-        write(sink, rows, batch_id)
-
-    monkeypatch.setattr(CsvSink, "write", noting_kept)
-    produce(bootstrap, topic, 3)
-    stream(spark, bootstrap, topic, tmp_path)  # a fresh checkpoint: nothing known
-    send_raw(bootstrap, topic, [b"{not json", b'{"id": 4, "value": 4, "timestamp": 1.0}'])
-    stream(spark, bootstrap, topic, tmp_path)  # the last batch before was clean
-    produce(bootstrap, topic, 2, start_id=5)
-    stream(spark, bootstrap, topic, tmp_path)  # the last batch before had a rejected row
-
-    assert kept == [True, False, True]
-    quarantine = read_quarantine(spark, tmp_path).collect()
-    assert [(row["offset"], row["reason"]) for row in quarantine] == [(3, "invalid JSON")]
-    assert_ids_once(read_csv(spark, tmp_path), range(1, 7))
 
 
 def test_quarantine_is_json_lines_never_csv(spark, bootstrap, topic, tmp_path):

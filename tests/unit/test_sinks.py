@@ -114,46 +114,17 @@ def test_a_folder_ledger_keeps_the_newest_hundred_marks(spark, tmp_path):
     ledger = FolderLedger(spark, str(tmp_path / "out"))
 
     for batch_id in range(150):
-        ledger.mark(batch_id, 1)
+        ledger.mark(batch_id)
 
     assert (ledger.written(49), ledger.written(50), ledger.written(149)) == (False, True, True)
     assert FolderLedger.has_history(str(tmp_path / "out"))
     assert not FolderLedger.has_history(str(tmp_path / "elsewhere"))
 
 
-def test_a_folder_ledger_tells_the_row_count_of_its_newest_batch(spark, tmp_path):
-    ledger = FolderLedger(spark, str(tmp_path / "out"))
-    empty_before = ledger.last_rows()
-
-    for batch_id, rows in [(8, 3), (9, 0), (10, 7)]:
-        ledger.mark(batch_id, rows)
-
-    assert (empty_before, ledger.last_rows()) == (None, 7)
-
-
-def test_a_folder_ledger_whose_newest_mark_is_an_empty_file_does_not_know_its_row_count(spark, tmp_path):
-    ledger = FolderLedger(spark, str(tmp_path / "out"))
-    ledger.mark(1, 0)
-
-    (tmp_path / "out" / "_batches" / "2").write_text("")
-
-    assert ledger.last_rows() is None
-
-
-def test_a_memory_ledger_tells_the_row_count_of_its_newest_batch():
-    ledger = MemoryLedger("unit-ledger-rows")
-    MemoryLedger.forget("unit-ledger-rows")
-
-    for batch_id, rows in [(11, 4), (12, 0)]:
-        ledger.mark(batch_id, rows)
-
-    assert ledger.last_rows() == 0
-
-
 def test_a_memory_ledger_is_shared_by_sinks_of_one_key_and_forgets_on_request():
     first, second = MemoryLedger("unit-ledger"), MemoryLedger("unit-ledger")
 
-    first.mark(5, 1)
+    first.mark(5)
     written_before = second.written(5)
     MemoryLedger.forget("unit-ledger")
 
