@@ -53,7 +53,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -791,6 +791,34 @@ def realtime_latency_phase(spark, bootstrap: str, work: Path, args) -> Dict[str,
     }
 
 
+DEMO_STEPS = ("broker", "produce", "spark_start", "batch", "finish")
+MADE_STEPS = ("venv", "jars", "dist")
+
+
+def demo_steps(lines: Sequence[Tuple[float, str]], total: float) -> Dict[str, Optional[float]]:
+    """The seconds of ``make demo``'s steps from the lines ``infra/demo.sh`` printed, each with
+    the moment it came (seconds from the start), and the run's ``total``: every step None when a
+    line it ends at is missing."""
+
+    def first(pattern: str) -> Optional[Tuple[float, str]]:
+        return next(((t, text) for t, text in lines if re.search(pattern, text)), None)
+
+    broker = first(r"^Kafka (started|already running)")
+    produced = first(r"^sent \d+ records")
+    batch_lines = [(t, re.search(r"^batch \d+: \d+ rows in ([0-9.]+)s", text)) for t, text in lines]
+    batches = [(t, float(m.group(1))) for t, m in batch_lines if m]
+    if not (broker and produced and batches):
+        return dict.fromkeys(DEMO_STEPS)
+    first_batch_at, first_batch_seconds = batches[0]
+    return {
+        "broker": round(broker[0], 2),
+        "produce": round(produced[0] - broker[0], 2),
+        "spark_start": round(first_batch_at - first_batch_seconds - produced[0], 2),
+        "batch": round(sum(seconds for _, seconds in batches), 2),
+        "finish": round(total - batches[-1][0], 2),
+    }
+
+
 def demo_phase(work: Path, make_steps: Optional[Path]) -> Dict[str, Any]:
     """``infra/demo.sh`` as ``make demo`` runs it, in a folder of its own (its .demo and its own
     broker on a free port), each step timed from the lines the script prints."""
@@ -802,7 +830,7 @@ def demo_phase(work: Path, make_steps: Optional[Path]) -> Dict[str, Any]:
     environ = {
         **os.environ, "PY": sys.executable, "KAFKA_HOME": str(work / "kafka"), "KAFKA_PORT": str(free_port()),
     }
-    lines: List[tuple] = []
+    lines: List[Tuple[float, str]] = []
     started = time.perf_counter()
     process = subprocess.Popen(
         ["bash", str(tree / "infra" / "demo.sh")], cwd=tree, env=environ,
@@ -814,25 +842,7 @@ def demo_phase(work: Path, make_steps: Optional[Path]) -> Dict[str, Any]:
     code = process.wait()
     total = time.perf_counter() - started
 
-    def first(pattern: str) -> Optional[tuple]:
-        return next(((t, re.search(pattern, text)) for t, text in lines if re.search(pattern, text)), None)
-
-    broker = first(r"^Kafka (started|already running)")
-    produced = first(r"^sent \d+ records")
-    batch_lines = [(t, re.search(r"^batch \d+: \d+ rows in ([0-9.]+)s", text)) for t, text in lines]
-    batch_lines = [(t, m) for t, m in batch_lines if m]
-    steps: Dict[str, Optional[float]] = {"broker": None, "produce": None, "spark_start": None, "batch": None, "finish": None}
-    if broker and produced and batch_lines:
-        batch_seconds = sum(float(m.group(1)) for _, m in batch_lines)
-        first_batch_at, first_match = batch_lines[0]
-        spark_start = first_batch_at - float(first_match.group(1)) - produced[0]
-        steps = {
-            "broker": round(broker[0], 2),
-            "produce": round(produced[0] - broker[0], 2),
-            "spark_start": round(spark_start, 2),
-            "batch": round(batch_seconds, 2),
-            "finish": round(total - batch_lines[-1][0], 2),
-        }
+    steps = demo_steps(lines, total)
     made = {}
     if make_steps and make_steps.exists():
         made = json.loads(make_steps.read_text()).get("steps", {})
@@ -847,9 +857,7 @@ def demo_phase(work: Path, make_steps: Optional[Path]) -> Dict[str, Any]:
         ),
         "exit_code": code,
         "steps_s": {
-            "venv": made.get("venv", {}).get("seconds"),
-            "jars": made.get("jars", {}).get("seconds"),
-            "dist": made.get("dist", {}).get("seconds"),
+            **{name: made.get(name, {}).get("seconds") for name in MADE_STEPS},
             **steps,
         },
         "make_steps_up_to_date": {name: step.get("up_to_date") for name, step in made.items()} or None,
@@ -1218,7 +1226,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         broker.stop()
 
     if args.skip_demo:
-        results["demo"] = {"skipped": True, "steps_s": dict.fromkeys(("venv", "jars", "dist", "broker", "produce", "spark_start", "batch", "finish"))}
+        results["demo"] = {"skipped": True, "steps_s": dict.fromkeys(MADE_STEPS + DEMO_STEPS)}
     else:
         say("make demo's steps")
         results["demo"] = demo_phase(work / "demo", Path(args.make_steps) if args.make_steps else None)

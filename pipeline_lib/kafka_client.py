@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Literal, Optional
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic, OffsetSpec
 from kafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError
+from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 from pydantic import Field, field_validator, model_validator
 
 from pipeline_lib.config import Settings, require
@@ -240,6 +241,28 @@ class TlsFailure:
             else "none given: set ssl_certfile and ssl_keyfile"
         )
         return f"Kafka at {kafka.bootstrap_servers} refused the TLS client certificate ({given}): {self.text}"
+
+
+def _delivering_bytes_before_the_close(sock_recv: Any) -> Any:
+    """kafka-python's ``_sock_recv`` made to hand over the bytes that came with a close.
+
+    A broker refusing a login sends its answer and closes the connection at once; on loopback
+    the two mostly arrive in one read, and kafka-python 3.0.12 then drops the answer and reports only
+    the disconnect, so the refusal's reason is lost and the client retries until its time-out.
+    The bytes are returned on their own: a closed socket stays readable, and the next read
+    reports the close.
+    """
+
+    def read(transport: Any) -> Any:
+        data, error = sock_recv(transport)
+        return (data, None) if data else (data, error)
+
+    return read
+
+
+for _transport in (KafkaTCPTransport, KafkaSSLTransport):
+    if "_sock_recv" in vars(_transport):
+        _transport._sock_recv = _delivering_bytes_before_the_close(vars(_transport)["_sock_recv"])
 
 
 class AuthenticationRefusals(logging.Handler):

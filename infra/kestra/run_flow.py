@@ -328,7 +328,7 @@ class KestraEngine:
                 process.wait(timeout=timeout)
             except (OSError, subprocess.TimeoutExpired):
                 process.kill()
-                process.wait(timeout=timeout)
+                process.wait()  # SIGKILL cannot be refused: waiting on it needs no bound
         if self._reader is not None:
             self._reader.join(timeout=5)
         self._fail_pending(EngineError("Kestra's engine stopped"))

@@ -14,7 +14,9 @@ pytest.importorskip("matplotlib", reason="the bench extra: make bench-install")
 
 from bench.bench_suite import (  # noqa: E402
     CLEAN_SIDES,
+    DEMO_STEPS,
     LATENCY_RATIO_KEY,
+    MADE_STEPS,
     PRODUCER_LABELS,
     RTM_KEYS,
     STREAM_LABELS,
@@ -31,7 +33,7 @@ def test_bench_writes_every_key(tmp_path):
         [
             sys.executable, str(ROOT / "bench" / "bench_suite.py"), "--sizes", "20",
             "--latency-seconds", "2", "--latency-rate", "200", "--rtm-count", "120", "--rtm-rate", "200",
-            "--rtm-warm-up", "20", "--out", str(out), "--work", str(tmp_path / "work"),
+            "--rtm-warm-up", "20", "--skip-demo", "--out", str(out), "--work", str(tmp_path / "work"),
         ],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
@@ -71,9 +73,7 @@ def test_bench_writes_every_key(tmp_path):
     assert latency["batches"] and "addBatch" in latency["spark_duration_ms"]
     assert results["memory"]["peak_rss_mb"]["driver_jvm"] > 0 and results["memory"]["peak_rss_mb"]["python_driver"] > 0
     assert results["files_per_million_records"]["pipeline"]["20"] > 0
-    assert results["demo"]["exit_code"] == 0
-    assert all(results["demo"]["steps_s"][step] is not None for step in ("broker", "produce", "spark_start", "batch"))
-    assert set(results["demo"]["steps_s"]) >= {"venv", "jars", "broker", "produce", "spark_start", "batch"}
+    assert set(results["demo"]["steps_s"]) == set(MADE_STEPS + DEMO_STEPS)  # make demo's timing: test_getting_started
     for chart in ("throughput.png", "latency.png"):
         assert (out.parent / chart).stat().st_size > 10_000
     assert "`rtm_latency_p99_ms`" in render(results)

@@ -13,6 +13,7 @@ import time
 import pandas
 import pytest
 
+from bench.bench_suite import demo_steps
 from infra.kafka.broker import free_port
 from pipeline_lib.kafka_client import KafkaSettings
 from pipeline_lib.session import CHECKOUT_JARS, JARS_ENV, connector_jars
@@ -196,18 +197,41 @@ def test_the_library_pages_examples_run_as_written(spark, bootstrap, topic, tmp_
 
 
 
-@pytest.mark.slow
-def test_make_demo_twice_prints_the_rows_and_the_second_run_adds_the_next_20(kafka, spark, topic, tmp_path):
-    """The quick start's first command on the session's broker (so it starts none), run twice."""
-    env = dict(os.environ, PY=sys.executable, KAFKA_PORT=str(kafka.port), DEMO_DIR=str(tmp_path), DEMO_TOPIC=topic)
+DEMO_TOPIC = "getting-started-demo"
+
+
+@pytest.fixture(scope="module")
+def demo_runs(kafka, tmp_path_factory):
+    """The quick start's first command on the session's broker (so it starts none), run twice,
+    and the folder it wrote."""
+    folder = tmp_path_factory.mktemp("demo")
+    env = dict(os.environ, PY=sys.executable, KAFKA_PORT=str(kafka.port), DEMO_DIR=str(folder), DEMO_TOPIC=DEMO_TOPIC)
     runs = [subprocess.run(["bash", "infra/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
             for _ in range(2)]
-
     for run in runs:
         assert run.returncode == 0, run.stderr[-3000:]
-        assert f"sent 20 records to {topic}" in run.stdout
+    return runs, folder
+
+
+@pytest.mark.slow
+def test_make_demo_twice_prints_the_rows_and_the_second_run_adds_the_next_20(demo_runs, spark):
+    runs, folder = demo_runs
+
+    for run in runs:
+        assert f"sent 20 records to {DEMO_TOPIC}" in run.stdout
         assert "done: 20 rows written, 0 quarantined" in run.stdout
     shown = [line for line in runs[1].stdout.splitlines() if re.match(r"\|\d+ +\|", line)]
     assert [int(line.split("|")[1]) for line in shown] == list(range(1, 41))
     assert all(re.fullmatch(r"\|\d+ +\|\d+ +\|\d+\.\d+ *\|\d+ +\|", line) for line in shown), shown[:3]  # plain decimals
-    assert sorted(int(row.id) for row in spark.read.csv(str(tmp_path / "output"), header=True).collect()) == list(range(1, 41))
+    assert sorted(int(row.id) for row in spark.read.csv(str(folder / "output"), header=True).collect()) == list(range(1, 41))
+
+
+@pytest.mark.slow
+def test_make_bench_finds_every_step_of_make_demo_in_its_output(demo_runs):
+    """make bench times make demo's steps by the lines it prints: each line a step ends at is there."""
+    lines = [(float(index), text) for index, text in enumerate(demo_runs[0][0].stdout.splitlines())]
+
+    steps = demo_steps(lines, total=float(len(lines)))
+
+    assert all(seconds is not None for seconds in steps.values()), steps
+    assert steps["batch"] > 0

@@ -91,11 +91,12 @@ def test_a_refused_login_ends_the_wait_at_the_refusal_not_at_the_timeout(kafka):
         bootstrap_servers=kafka.sasl_bootstrap_servers, topic="anything", security_protocol="SASL_PLAINTEXT",
         sasl_mechanism="PLAIN", sasl_username=SASL_USER, sasl_password="not-the-password",
     )
-    started = time.monotonic()
 
-    with pytest.raises(KafkaAuthenticationError, match="Invalid username or password"):
-        admin_client(settings, timeout=120)
-    assert time.monotonic() - started < 60  # half the timeout: the refusal ended it
+    for _ in range(3):  # on loopback the broker's answer and its close mostly come in one read
+        started = time.monotonic()
+        with pytest.raises(KafkaAuthenticationError, match="Invalid username or password"):
+            admin_client(settings, timeout=120)
+        assert time.monotonic() - started < 12  # a tenth of the timeout: the first refusal ended it
 
 
 @pytest.mark.slow
