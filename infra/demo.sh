@@ -16,6 +16,8 @@ started=0
 if ! "$PY" -c "import sys; from kafka import KafkaAdminClient; KafkaAdminClient(bootstrap_servers='$BOOTSTRAP', bootstrap_timeout_ms=3000).close()" 2>/dev/null; then
   "$PY" infra/kafka/broker.py start --home "$KAFKA_HOME" --port "$KAFKA_PORT"
   started=1
+else
+  echo "Kafka already running on $BOOTSTRAP"
 fi
 trap '[ "$started" = 1 ] && "$PY" infra/kafka/broker.py stop --home "$KAFKA_HOME"' EXIT
 

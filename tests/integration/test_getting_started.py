@@ -203,13 +203,16 @@ DEMO_TOPIC = "getting-started-demo"
 @pytest.fixture(scope="module")
 def demo_runs(kafka, tmp_path_factory):
     """The quick start's first command on the session's broker (so it starts none), run twice,
-    and the folder it wrote."""
+    its output and errors in one text as a terminal shows them, and the folder it wrote."""
     folder = tmp_path_factory.mktemp("demo")
     env = dict(os.environ, PY=sys.executable, KAFKA_PORT=str(kafka.port), DEMO_DIR=str(folder), DEMO_TOPIC=DEMO_TOPIC)
-    runs = [subprocess.run(["bash", "infra/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-            for _ in range(2)]
+    runs = [
+        subprocess.run(["bash", "infra/demo.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=300)
+        for _ in range(2)
+    ]
     for run in runs:
-        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.returncode == 0, run.stdout[-3000:]
     return runs, folder
 
 
