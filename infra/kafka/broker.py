@@ -125,8 +125,13 @@ def _bindable(port: int, reuse: bool = False) -> bool:
 
 
 def new_cluster_id() -> str:
-    """A cluster (or directory) id as Kafka writes one: a random UUID, URL-safe base64, unpadded."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster (or directory) id as Kafka makes one: a random UUID, URL-safe base64, unpadded,
+    never starting with a dash (Kafka's Uuid.randomUuid rule: its tools would read the id as an
+    option, and one in 64 ids would do it)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def jaas_quote(value: str) -> str:
