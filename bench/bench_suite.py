@@ -800,20 +800,21 @@ def demo_steps(lines: Sequence[Tuple[float, str]], total: float) -> Dict[str, Op
     the moment it came (seconds from the start), and the run's ``total``: every step None when a
     line it ends at is missing."""
 
-    def first(pattern: str) -> Optional[Tuple[float, str]]:
-        return next(((t, text) for t, text in lines if re.search(pattern, text)), None)
+    def first(pattern: str) -> Optional[float]:
+        """The moment of the first line matching ``pattern``."""
+        return next((t for t, text in lines if re.search(pattern, text)), None)
 
     broker = first(r"^Kafka (started|already running)")
     produced = first(r"^sent \d+ records")
     batch_lines = [(t, re.search(r"^batch \d+: \d+ rows in ([0-9.]+)s", text)) for t, text in lines]
     batches = [(t, float(m.group(1))) for t, m in batch_lines if m]
-    if not (broker and produced and batches):
+    if broker is None or produced is None or not batches:
         return dict.fromkeys(DEMO_STEPS)
     first_batch_at, first_batch_seconds = batches[0]
     return {
-        "broker": round(broker[0], 2),
-        "produce": round(produced[0] - broker[0], 2),
-        "spark_start": round(first_batch_at - first_batch_seconds - produced[0], 2),
+        "broker": round(broker, 2),
+        "produce": round(produced - broker, 2),
+        "spark_start": round(first_batch_at - first_batch_seconds - produced, 2),
         "batch": round(sum(seconds for _, seconds in batches), 2),
         "finish": round(total - batches[-1][0], 2),
     }

@@ -355,7 +355,7 @@ class KestraEngine:
     def _kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
-            self._process.wait(timeout=30)
+            self._process.wait()
 
     def _read_answers(self) -> None:
         process = self._process
