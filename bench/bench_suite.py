@@ -116,7 +116,8 @@ SIDE_METHODS = {
     "pipeline": (
         "run_pipeline as jobs/stream.py runs it: every record parsed and checked; the malformed "
         "go to the quarantine (JSON, with the reason and the payload), the rest to CSV with "
-        "processed_value; a batch with malformed records is read a second time for the quarantine"
+        "processed_value; the run's first batch is written for both sinks by one write, each row "
+        "as its sink's line of text"
     ),
     "naive_job": (
         "one query: from_json, value * 2, Spark's CSV file sink; no quarantine: a malformed record "

@@ -2,9 +2,11 @@
 
 One query reads the source once per micro-batch (``foreachBatch``). Each batch is parsed once
 for the ``output`` sink (the valid rows, after the steps) and the ``quarantine`` sink (the
-rejected rows with their reason): a batch expected to have rejected rows (the run's first, and
-each after one that had them) is kept in memory for both; one expected to be clean is counted on
-its way to the output, and read a second time only if it has rejected rows after all. Each
+rejected rows with their reason). A batch expected to have rejected rows (the run's first, and
+each after one that had them) is written to both by one write, each row as a line of its sink's
+text (CSV, JSON lines), when both sinks write text files and the steps keep every row; else it is
+kept in memory for both. One expected to be clean is counted on its way to the output, and read
+a second time only if it has rejected rows after all. Each
 sink's ledger says whether it has the batch already; a sink writes, commits, and the ledger
 marks the batch; Spark commits the batch in the checkpoint only after every sink returned, so a
 batch interrupted anywhere is replayed with the same id and rows, and lands once.
@@ -47,8 +49,15 @@ from pipeline_lib.plan import Plan, Query, make_plan
 from pipeline_lib.realtime import EpochReports, kafka_writer, records
 from pipeline_lib.reports import BatchReport, ConsoleListener, Listener, PartitionOffsets, RunSummary
 from pipeline_lib.sinks import Sink, ledger_for
+from pipeline_lib.sinks.files import FileSink, Line, Route, can_stage_together, stage_in_one_pass
 from pipeline_lib.steps import Step
-from pipeline_lib.transforms import ERROR_COLUMN, quarantined_records, valid_records
+from pipeline_lib.transforms import (
+    ERROR_COLUMN,
+    MARKER_COLUMNS,
+    quarantine_columns,
+    quarantined_records,
+    valid_records,
+)
 
 # How long a stop waits for the batch being written before it interrupts it.
 STOP_GRACE_SECONDS = 60.0
@@ -209,7 +218,12 @@ def deliver(sink: Sink, rows: Optional[DataFrame], spark: SparkSession, batch_id
                 raise PipelineError(f"columns {missing} are not in the rows to write; they have {rows.columns}")
             rows = rows.select(*sink.options.columns)
         sink.write(rows, batch_id)
-    sink.commit(spark, batch_id, count()["rows"] if rows is not None else 0)
+    _publish(sink, spark, batch_id, count()["rows"] if rows is not None else 0)
+
+
+def _publish(sink: Sink, spark: SparkSession, batch_id: int, rows: int) -> None:
+    """Commit batch ``batch_id`` of ``sink``, staged with ``rows`` rows, and mark it in the ledger."""
+    sink.commit(spark, batch_id, rows)
     ledger_for(sink, spark).mark(batch_id)
 
 
@@ -223,6 +237,11 @@ class BatchWriter(_Guarded):
         # Whether the next batch is expected to have rejected rows: the run's first batch (often
         # the backlog, the largest) and each batch after one that had them.
         self.expects_rejects = True
+        # Steps that keep every row and neither count nor check them go through a rejected row
+        # (its fields null) unharmed: the batch need not be split before them.
+        self.steps_pass_rejects = all(
+            step.keeps_rows and step.metrics is None and not step.checked_on_schema for step in plan.steps
+        )
 
     def write(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -234,6 +253,53 @@ class BatchWriter(_Guarded):
             self.report(BatchReport(batch_id, skipped=True))
             return
         parsed = batch.transform(self.plan.parse)
+        # A batch expected to be clean is read once by the output's write alone (below).
+        report = self._write_in_one_pass(parsed, pending, batch_id) if self.expects_rejects else None
+        if report is None:
+            report = self._write_each(parsed, pending, batch_id)
+        self.expects_rejects = bool(report.quarantined)
+        self.report(_timed(report, time.monotonic() - started))
+
+    def _write_in_one_pass(
+        self, parsed: DataFrame, pending: Mapping[str, Sink], batch_id: int
+    ) -> Optional[BatchReport]:
+        """The batch staged for the output and the quarantine by one write, which reads and
+        parses it once without keeping it, when both sinks write lines of text to one file
+        system and the steps pass rejected rows through; None when a write each is needed."""
+        output, quarantine = pending.get(OUTPUT), pending.get(QUARANTINE)
+        if not (isinstance(output, FileSink) and isinstance(quarantine, FileSink) and self.steps_pass_rejects):
+            return None
+        spark = parsed.sparkSession
+        rows, counts = _counter(
+            parsed,
+            f"parsed-{batch_id}",
+            True,
+            valid=F.count(F.when(F.col(ERROR_COLUMN).isNull(), 1)),
+            rejected=F.count(F.col(ERROR_COLUMN)),
+        )
+        rows, _ = _apply(self.plan.steps, rows, batch_id, observing=None)
+        if not set(parsed.columns) <= set(rows.columns):  # a step left out a column the quarantine keeps
+            return None
+        output_columns = {name: F.col(name) for name in rows.columns if name not in MARKER_COLUMNS}
+        routes = []
+        for sink, when, columns in (
+            (output, F.col(ERROR_COLUMN).isNull(), output_columns),
+            (quarantine, F.col(ERROR_COLUMN).isNotNull(), quarantine_columns(parsed.columns, self.plan.schema)),
+        ):
+            line = _line(sink, rows, columns)
+            if line is None:
+                return None
+            routes.append(Route(sink, when, line))
+        if not can_stage_together(spark, [output, quarantine]):
+            return None
+        stage_in_one_pass(rows, routes, batch_id)
+        valid, rejected = counts()["valid"], counts()["rejected"]
+        _publish(output, spark, batch_id, valid)
+        _publish(quarantine, spark, batch_id, rejected)
+        return BatchReport(batch_id, rows_read=valid + rejected, written=valid, quarantined=rejected)
+
+    def _write_each(self, parsed: DataFrame, pending: Mapping[str, Sink], batch_id: int) -> BatchReport:
+        """The batch written to each pending sink in turn."""
         # A batch the quarantine takes rows of is kept in memory: the output and the quarantine
         # then read and parse it once (keeping it costs a fifth of the batch's time; reading it
         # again for the quarantine, as much as the batch itself). A batch expected to be clean is
@@ -249,8 +315,7 @@ class BatchWriter(_Guarded):
         finally:
             if not observing:
                 parsed.unpersist()
-        self.expects_rejects = bool(report.quarantined)
-        self.report(_timed(report, time.monotonic() - started))
+        return report
 
     def _write_sinks(
         self, parsed: DataFrame, pending: Mapping[str, Sink], batch_id: int, observing: bool
@@ -308,6 +373,18 @@ class BatchWriter(_Guarded):
         return rejected.unionByName(
             later.select(*[name for name in rejected.columns if name in later.columns]), allowMissingColumns=True
         )
+
+
+def _line(sink: FileSink, rows: DataFrame, columns: Mapping[str, Column]) -> Optional[Line]:
+    """How ``sink`` writes a row of ``columns`` (over ``rows``) as a line, after the sink's own
+    choice of columns; None when it cannot, or when a column it names is missing (the write of
+    its own then says which)."""
+    if sink.options.columns:
+        if not set(sink.options.columns) <= set(columns):
+            return None
+        columns = {name: columns[name] for name in sink.options.columns}
+    schema = rows.select(*[column.alias(name) for name, column in columns.items()]).schema
+    return sink.line(columns, schema)
 
 
 def _apply(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 from functools import reduce
-from typing import Callable, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from pyspark.errors import PySparkException
 from pyspark.logger import PySparkLogger
@@ -317,15 +317,28 @@ def quarantined_records(schema: StructType = RECORD_SCHEMA) -> Transform:
     """
 
     def transform(df: DataFrame) -> DataFrame:
-        lineage = [name for name in df.columns if name not in schema.fieldNames() and name not in MARKER_COLUMNS]
+        columns = quarantine_columns(df.columns, schema)
         return df.where(F.col(ERROR_COLUMN).isNotNull()).select(
-            F.col(PAYLOAD_COLUMN).alias("payload"),
-            F.col(PAYLOAD_BASE64_COLUMN).alias("payload_base64"),
-            *lineage,
-            F.col(ERROR_COLUMN).alias("reason"),
+            *[column.alias(name) for name, column in columns.items()]
         )
 
     return transform
+
+
+def quarantine_columns(columns: Sequence[str], schema: StructType = RECORD_SCHEMA) -> Dict[str, Column]:
+    """The columns :func:`quarantined_records` gives rows of ``columns`` (a parsed frame's), by
+    name, in order.
+
+    >>> list(quarantine_columns(["id", "value", "timestamp", "topic", "_error", "_payload", "_payload_base64"]))
+    ['payload', 'payload_base64', 'topic', 'reason']
+    """
+    lineage = [name for name in columns if name not in schema.fieldNames() and name not in MARKER_COLUMNS]
+    return {
+        "payload": F.col(PAYLOAD_COLUMN),
+        "payload_base64": F.col(PAYLOAD_BASE64_COLUMN),
+        **{name: F.col(name) for name in lineage},
+        "reason": F.col(ERROR_COLUMN),
+    }
 
 
 def split_valid(parsed: DataFrame, schema: StructType = RECORD_SCHEMA) -> Tuple[DataFrame, DataFrame]:

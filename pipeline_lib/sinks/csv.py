@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from typing import List, Mapping, Optional
+
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, FloatType
+from pyspark.sql.types import DoubleType, FloatType, StructField, StructType
 
 from pipeline_lib.sinks.base import register_sink
-from pipeline_lib.sinks.files import FileSink
+from pipeline_lib.sinks.files import FileSink, Line
 
 
 def plain_decimal(column: Column) -> Column:
@@ -58,14 +61,20 @@ def with_plain_decimals(df: DataFrame) -> DataFrame:
     |  1|1715181600.123|
     +---+--------------+
     """
-    return df.select(
-        *[
-            plain_decimal(F.col(field.name)).alias(field.name)
-            if isinstance(field.dataType, (DoubleType, FloatType))
-            else F.col(field.name)
-            for field in df.schema.fields
-        ]
-    )
+    return df.select(*_stored({field.name: F.col(field.name) for field in df.schema.fields}, df.schema))
+
+
+def _stored(columns: Mapping[str, Column], schema: StructType) -> List[Column]:
+    """The columns of ``schema`` as the CSV holds them: floating-point ones as plain decimals."""
+    return [_as_stored(columns[field.name], field).alias(field.name) for field in schema.fields]
+
+
+def _as_stored(column: Column, field: StructField) -> Column:
+    return plain_decimal(column) if isinstance(field.dataType, (DoubleType, FloatType)) else column
+
+
+# A header name Spark's writer leaves as it is (no quotes, nothing trimmed).
+_PLAIN_NAME = re.compile(r"\w+")
 
 
 @register_sink("csv")
@@ -74,6 +83,12 @@ class CsvSink(FileSink):
 
     def prepare(self, df: DataFrame) -> DataFrame:
         return df.transform(with_plain_decimals)
+
+    def line(self, columns: Mapping[str, Column], schema: StructType) -> Optional[Line]:
+        # Spark's to_csv renders a row with the CSV writer's own generator and default options.
+        if self.options.partition_by or not all(_PLAIN_NAME.fullmatch(name) for name in schema.names):
+            return None
+        return Line(F.to_csv(F.struct(*_stored(columns, schema))), ",".join(schema.names))
 
     def read(self, spark: SparkSession) -> DataFrame:
         return spark.read.options(header="true", inferSchema="true").csv(self.location)

@@ -120,3 +120,55 @@ def test_a_finite_trigger_ends_the_run_by_itself(spark, tmp_path, trigger):
     config = files_pipeline(tmp_path, GOOD, trigger=trigger)
 
     assert run_pipeline(spark, config, emit=lambda line: None).written == 2
+
+
+MIXED = [*GOOD, "not json", '{"id": 4, "value": "ten", "timestamp": 1715181604.0}', GOOD[0]]
+
+
+def published_lines(folder):
+    return sorted(line for path in folder.glob("batch-*") for line in path.read_text().splitlines())
+
+
+@pytest.fixture
+def one_passes(monkeypatch):
+    """The batches staged in one pass for the output and the quarantine, by id."""
+    import pipeline_lib.run as run_module
+
+    staged = []
+    real = run_module.stage_in_one_pass
+
+    def counting(rows, routes, batch_id):
+        staged.append(batch_id)
+        real(rows, routes, batch_id)
+
+    monkeypatch.setattr(run_module, "stage_in_one_pass", counting)
+    return staged
+
+
+def test_a_batch_with_rejected_rows_is_staged_for_both_sinks_in_one_pass(spark, tmp_path, one_passes):
+    summary = run_pipeline(spark, files_pipeline(tmp_path, MIXED), emit=lambda line: None)
+
+    assert one_passes == [0]
+    assert (summary.written, summary.quarantined) == (3, 2)
+
+
+def test_one_pass_writes_the_same_output_and_quarantine_as_a_write_of_each(spark, tmp_path, monkeypatch):
+    from pipeline_lib.run import BatchWriter
+
+    (tmp_path / "one").mkdir(), (tmp_path / "each").mkdir()
+    run_pipeline(spark, files_pipeline(tmp_path / "one", MIXED), emit=lambda line: None)
+    monkeypatch.setattr(BatchWriter, "_write_in_one_pass", lambda self, parsed, pending, batch_id: None)
+    run_pipeline(spark, files_pipeline(tmp_path / "each", MIXED), emit=lambda line: None)
+
+    for sink in ("output", "quarantine"):
+        one, each = (published_lines(tmp_path / side / sink) for side in ("one", "each"))
+        assert [line.replace("/one/", "/each/") for line in one] == each
+        assert len(one) >= 2
+
+
+def test_a_step_that_checks_rows_leaves_each_sink_its_own_write(spark, tmp_path, one_passes):
+    steps = ["add_processed_value", {"name": "expect", "options": {"name": "positive", "condition": "value > 0"}}]
+    summary = run_pipeline(spark, files_pipeline(tmp_path, MIXED, transforms=steps), emit=lambda line: None)
+
+    assert one_passes == []
+    assert (summary.written, summary.quarantined) == (3, 2)

@@ -14,7 +14,7 @@ from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import KafkaSettings
 from pipeline_lib.run import deliver
 from pipeline_lib.sinks import FolderLedger, MemoryLedger, Sink, build_sink, ledger_for
-from pipeline_lib.sinks.files import PUBLISHING, STAGING
+from pipeline_lib.sinks.files import PUBLISHING, STAGING, Route, can_stage_together, stage_in_one_pass
 from pipeline_lib.sinks.memory import MemorySink
 
 FILE_FORMATS = ["csv", "json", "parquet"]
@@ -379,3 +379,96 @@ def test_a_bad_partition_setting_names_it(tmp_path, options, message):
 
     assert raised.value.field == f"output.{next(iter(options))}"
     assert message in str(raised.value)
+
+
+# One pass for two sinks: each row as the line of the sink its route names.
+TRICKY = [
+    (1, "plain", 1715181600.123, False),
+    (2, "a,b", 0.5, True),
+    (4, "line1\nline2", 100.0, True),
+    (3, 'say "hi"', None, False),
+    (5, "  padded  ", 1.25e-11, False),
+    (6, "", 3e20, True),
+    (8, "back\\slash", 1715181601.0, True),
+    (7, None, -2.5, False),
+]
+
+
+@pytest.fixture
+def tricky(spark):
+    # Four tasks of two rows, one of each route; two of them start with a row of the second.
+    rows = spark.sparkContext.parallelize(TRICKY, 4)
+    return spark.createDataFrame(rows, "id long, text string, number double, rejected boolean")
+
+
+def lines_of(folder):
+    return {name: (folder / name).read_text() for name in published(folder)}
+
+
+def routed_pass(spark, tricky, first, second, batch_id=5):
+    columns = {name: F.col(name) for name in ("id", "text", "number")}
+    schema = tricky.select(*columns.values()).schema
+    routes = [
+        Route(first, ~F.col("rejected"), first.line(columns, schema)),
+        Route(second, F.col("rejected"), second.line(columns, schema)),
+    ]
+    assert can_stage_together(spark, [first, second])
+    stage_in_one_pass(tricky, routes, batch_id)
+    first.commit(spark, batch_id, 4)
+    second.commit(spark, batch_id, 4)
+
+
+@pytest.mark.parametrize("format_name", ["csv", "json"])
+def test_one_pass_staging_publishes_the_lines_each_sinks_own_write_would(spark, tricky, tmp_path, format_name):
+    routed = (file_sink(format_name, tmp_path / "one" / "first"), file_sink("json", tmp_path / "one" / "second"))
+    routed_pass(spark, tricky, *routed)
+    for folder, rejected in (("first", False), ("second", True)):
+        own = file_sink(format_name if folder == "first" else "json", tmp_path / "own" / folder)
+        own.write(tricky.where(F.col("rejected") == rejected).drop("rejected"), 5)
+        own.commit(spark, 5, 4)
+
+        def data_lines(root):
+            texts = lines_of(root).values()
+            return sorted(line for text in texts for line in text.splitlines(keepends=True) if line != "id,text,number\n")
+
+        assert data_lines(tmp_path / "one" / folder) == data_lines(tmp_path / "own" / folder)
+
+
+def test_one_pass_staging_starts_every_csv_file_with_its_header_once(spark, tricky, tmp_path):
+    output = file_sink("csv", tmp_path / "output")
+    routed_pass(spark, tricky, output, file_sink("json", tmp_path / "quarantine"))
+
+    files = lines_of(tmp_path / "output")
+    assert len(files) == 4 and all(name.endswith(".csv") for name in files)
+    assert all(text.startswith("id,text,number\n") and text.count("id,text,number\n") == 1 for text in files.values())
+    assert_df_equality(
+        output.read(spark).select("id").orderBy("id"),
+        spark.createDataFrame([(row[0],) for row in TRICKY if not row[3]], "id int"),
+        ignore_nullable=True,
+    )
+
+
+def test_one_pass_staging_gives_back_the_session_settings_it_changes(spark, tricky, tmp_path):
+    before = spark.conf.get("spark.sql.optimizer.plannedWrite.enabled")
+    routed_pass(spark, tricky, file_sink("csv", tmp_path / "output"), file_sink("json", tmp_path / "quarantine"))
+
+    assert spark.conf.get("spark.sql.optimizer.plannedWrite.enabled") == before
+
+
+def test_one_pass_staging_is_refused_when_files_roll_over_mid_task(spark, tmp_path):
+    sinks = [file_sink("csv", tmp_path / "output"), file_sink("json", tmp_path / "quarantine")]
+    spark.conf.set("spark.sql.files.maxRecordsPerFile", "1000")
+    try:
+        assert not can_stage_together(spark, sinks)
+    finally:
+        spark.conf.unset("spark.sql.files.maxRecordsPerFile")
+    assert can_stage_together(spark, sinks)
+
+
+def test_a_partitioned_or_binary_sink_has_no_line_of_text(spark, tmp_path):
+    schema = spark.range(1).schema
+    columns = {"id": F.col("id")}
+    partitioned = build_sink({"format": "csv", "path": str(tmp_path / "p"), "partition_by": "id"}, "output")
+
+    assert partitioned.line(columns, schema) is None
+    assert file_sink("parquet", tmp_path / "q").line(columns, schema) is None
