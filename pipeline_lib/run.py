@@ -61,6 +61,8 @@ from pipeline_lib.transforms import (
 
 # How long a stop waits for the batch being written before it interrupts it.
 STOP_GRACE_SECONDS = 60.0
+# A rejected row's quarantine line, made before the steps of a one-pass write.
+QUARANTINE_LINE = "_quarantine_line"
 
 Counts = Callable[[], Dict[str, int]]
 
@@ -213,12 +215,19 @@ def deliver(sink: Sink, rows: Optional[DataFrame], spark: SparkSession, batch_id
     the batch has no rows for this sink, which commits it empty."""
     if rows is not None:
         if sink.options.columns:
-            missing = [name for name in sink.options.columns if name not in rows.columns]
-            if missing:
-                raise PipelineError(f"columns {missing} are not in the rows to write; they have {rows.columns}")
-            rows = rows.select(*sink.options.columns)
+            rows = rows.select(*_written_columns(sink, rows.columns))
         sink.write(rows, batch_id)
     _publish(sink, spark, batch_id, count()["rows"] if rows is not None else 0)
+
+
+def _written_columns(sink: Sink, columns: Sequence[str]) -> List[str]:
+    """The columns of ``columns`` that ``sink`` writes, in order: those it names, or all."""
+    if not sink.options.columns:
+        return list(columns)
+    missing = [name for name in sink.options.columns if name not in columns]
+    if missing:
+        raise PipelineError(f"columns {missing} are not in the rows to write; they have {list(columns)}")
+    return list(sink.options.columns)
 
 
 def _publish(sink: Sink, spark: SparkSession, batch_id: int, rows: int) -> None:
@@ -237,11 +246,9 @@ class BatchWriter(_Guarded):
         # Whether the next batch is expected to have rejected rows: the run's first batch (often
         # the backlog, the largest) and each batch after one that had them.
         self.expects_rejects = True
-        # Steps that keep every row and neither count nor check them go through a rejected row
-        # (its fields null) unharmed: the batch need not be split before them.
-        self.steps_pass_rejects = all(
-            step.keeps_rows and step.metrics is None and not step.checked_on_schema for step in plan.steps
-        )
+        # Steps that work row by row let a batch's rejected rows go through them with the valid
+        # ones: the batch need not be split before them.
+        self.steps_row_wise = all(step.row_wise for step in plan.steps)
 
     def write(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -265,38 +272,39 @@ class BatchWriter(_Guarded):
     ) -> Optional[BatchReport]:
         """The batch staged for the output and the quarantine by one write, which reads and
         parses it once without keeping it, when both sinks write lines of text to one file
-        system and the steps pass rejected rows through; None when a write each is needed."""
+        system and every step works row by row; None when a write each is needed."""
         output, quarantine = pending.get(OUTPUT), pending.get(QUARANTINE)
-        if not (isinstance(output, FileSink) and isinstance(quarantine, FileSink) and self.steps_pass_rejects):
+        if not (isinstance(output, FileSink) and isinstance(quarantine, FileSink) and self.steps_row_wise):
             return None
         spark = parsed.sparkSession
-        rows, counts = _counter(
-            parsed,
-            f"parsed-{batch_id}",
-            True,
-            valid=F.count(F.when(F.col(ERROR_COLUMN).isNull(), 1)),
-            rejected=F.count(F.col(ERROR_COLUMN)),
+        rejected_line = _line(quarantine, parsed, quarantine_columns(parsed.columns, self.plan.schema))
+        if rejected_line is None or not can_stage_together(spark, [output, quarantine]):
+            return None
+        valid = F.col(ERROR_COLUMN).isNull()
+        # The quarantine's line is made before the steps, from the rows as parsed, as a write of
+        # its own would make it. A rejected row then goes through the steps with its fields
+        # null, so that no step computes on a value the parse refused.
+        rows = parsed.withColumn(QUARANTINE_LINE, F.when(~valid, rejected_line.text)).withColumns(
+            {name: F.when(valid, F.col(name)) for name in self.plan.schema.fieldNames()}
         )
         rows, _ = _apply(self.plan.steps, rows, batch_id, observing=None)
-        if not set(parsed.columns) <= set(rows.columns):  # a step left out a column the quarantine keeps
+        held = {*MARKER_COLUMNS, QUARANTINE_LINE}
+        output_line = _line(output, rows, {name: F.col(name) for name in rows.columns if name not in held})
+        if output_line is None:
             return None
-        output_columns = {name: F.col(name) for name in rows.columns if name not in MARKER_COLUMNS}
-        routes = []
-        for sink, when, columns in (
-            (output, F.col(ERROR_COLUMN).isNull(), output_columns),
-            (quarantine, F.col(ERROR_COLUMN).isNotNull(), quarantine_columns(parsed.columns, self.plan.schema)),
-        ):
-            line = _line(sink, rows, columns)
-            if line is None:
-                return None
-            routes.append(Route(sink, when, line))
-        if not can_stage_together(spark, [output, quarantine]):
+        rows, counts = _counter(rows, f"parsed-{batch_id}", True, valid=F.count_if(valid), rejected=F.count_if(~valid))
+        routes = [
+            Route(output, valid, output_line),
+            Route(quarantine, ~valid, Line(F.col(QUARANTINE_LINE), rejected_line.header)),
+        ]
+        try:
+            stage_in_one_pass(rows, routes, batch_id)
+        except OSError:  # a staged file could not be moved into its sink's folder
             return None
-        stage_in_one_pass(rows, routes, batch_id)
-        valid, rejected = counts()["valid"], counts()["rejected"]
-        _publish(output, spark, batch_id, valid)
+        written, rejected = counts()["valid"], counts()["rejected"]
+        _publish(output, spark, batch_id, written)
         _publish(quarantine, spark, batch_id, rejected)
-        return BatchReport(batch_id, rows_read=valid + rejected, written=valid, quarantined=rejected)
+        return BatchReport(batch_id, rows_read=written + rejected, written=written, quarantined=rejected)
 
     def _write_each(self, parsed: DataFrame, pending: Mapping[str, Sink], batch_id: int) -> BatchReport:
         """The batch written to each pending sink in turn."""
@@ -376,15 +384,14 @@ class BatchWriter(_Guarded):
 
 
 def _line(sink: FileSink, rows: DataFrame, columns: Mapping[str, Column]) -> Optional[Line]:
-    """How ``sink`` writes a row of ``columns`` (over ``rows``) as a line, after the sink's own
-    choice of columns; None when it cannot, or when a column it names is missing (the write of
-    its own then says which)."""
-    if sink.options.columns:
-        if not set(sink.options.columns) <= set(columns):
-            return None
-        columns = {name: columns[name] for name in sink.options.columns}
-    schema = rows.select(*[column.alias(name) for name, column in columns.items()]).schema
-    return sink.line(columns, schema)
+    """How ``sink`` writes a row of ``columns`` (over ``rows``) as a line, of the columns it
+    writes; None when it does not write lines, or names a column that is not there (its own
+    write says which, once it has rows to write)."""
+    try:
+        chosen = {name: columns[name] for name in _written_columns(sink, list(columns))}
+    except PipelineError:
+        return None
+    return sink.line(chosen, rows.select(*[column.alias(name) for name, column in chosen.items()]).schema)
 
 
 def _apply(

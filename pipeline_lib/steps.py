@@ -2,6 +2,8 @@
 
 A transform is any ``DataFrame -> DataFrame`` callable. The runner needs to know a little more:
 whether it keeps every row (then the output's row count is known without counting again),
+whether it works row by row and passes other columns through (then a batch's rejected rows may
+go through it with the valid ones, for a write of both sinks in one pass),
 whether it keeps state across micro-batches (then it runs on the stream, not on one batch),
 whether its options can only be checked by Spark on the rows' schema (SQL text, column names),
 and what it counts. The library's factories return a :class:`Step` saying so; a plugin's factory
@@ -14,7 +16,7 @@ that returns a plain callable gets a step with nothing declared (:func:`as_step`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from pyspark.sql import Column, DataFrame
@@ -31,6 +33,9 @@ class Step:
 
     transform: Transform
     keeps_rows: bool = False  # neither adds nor drops rows (adds or changes columns)
+    # Computes each row's new columns from that row alone, null-safe, and passes every other
+    # column through untouched: rows it is not meant for can go through it unharmed.
+    row_wise: bool = False
     stateful: bool = False  # keeps state across micro-batches (a watermarked window)
     checked_on_schema: bool = False  # options only Spark can check, on the rows' schema
     metrics: Optional[Metrics] = None
@@ -65,6 +70,4 @@ def as_step(transform: object, name: str = "", options: Optional[Mapping[str, An
         raise TypeError(f"transform {name!r} gave {transform!r}, not a DataFrame -> DataFrame callable")
     if not name:
         return step
-    return Step(
-        step.transform, step.keeps_rows, step.stateful, step.checked_on_schema, step.metrics, name, dict(options or {})
-    )
+    return replace(step, name=name, options=dict(options or {}))

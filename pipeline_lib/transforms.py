@@ -378,7 +378,7 @@ def add_processed_value(factor: Union[int, float] = 2, source: str = "value", ta
             widened = F.col(source).cast("long")
         return df.withColumn(target, widened * F.lit(factor))
 
-    return Step(transform, keeps_rows=True)
+    return Step(transform, keeps_rows=True, row_wise=True)
 
 
 def _type_of(df: DataFrame, column: str) -> DataType:
@@ -440,7 +440,7 @@ def with_event_time(source: str = "timestamp", target: str = "event_time") -> St
     def transform(df: DataFrame) -> DataFrame:
         return df.withColumn(target, _as_timestamp(df, source))
 
-    return Step(transform, keeps_rows=True)
+    return Step(transform, keeps_rows=True, row_wise=True)
 
 
 EVENT_DATE_UNITS = {"day": "yyyy-MM-dd", "hour": "yyyy-MM-dd'T'HH"}
@@ -466,7 +466,7 @@ def with_event_date(source: str = "event_time", target: str = "date", unit: str 
     def transform(df: DataFrame) -> DataFrame:
         return df.withColumn(target, F.date_format(_as_timestamp(df, source), EVENT_DATE_UNITS[unit]))
 
-    return Step(transform, keeps_rows=True)
+    return Step(transform, keeps_rows=True, row_wise=True)
 
 
 @register_transform("select_columns")

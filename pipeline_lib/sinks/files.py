@@ -36,6 +36,9 @@ from pipeline_lib.sinks.ledger import MARKS_KEPT, HadoopFolder
 STAGING = "_staging"
 PUBLISHING = "_publishing"
 ROUTE = "route"
+ROUTED = "routed"  # _staging/routed-N: a one-pass write's files, before they are moved
+# File systems whose rename moves a name, not the bytes (an object store's copies them).
+RENAMING_FILE_SYSTEMS = ("file", "hdfs", "viewfs")
 # The low bits of monotonically_increasing_id: the row's number in its task.
 _ROW_IN_TASK = (1 << 33) - 1
 
@@ -102,11 +105,6 @@ class _Folder(HadoopFolder):
     def file_system(self) -> str:
         return str(self._fs.getUri().toString())
 
-    def move(self, source: str, folder: "_Folder", target: str) -> None:
-        """Rename ``source`` of this folder to ``target`` of ``folder``, on the same file system."""
-        if not self._fs.rename(self._hadoop(source), folder._hadoop(target)):
-            raise OSError(f"could not rename {self.path(source)} to {folder.path(target)}")
-
 
 def published_names(parts: List[str], batch_id: int, extension: str) -> List[str]:
     """Where each staged file of batch ``batch_id`` is published: in its partition folder, as
@@ -171,6 +169,7 @@ class FileSink(Sink):
             for name in folder.read_lines(listed):
                 folder.delete(name)
         folder.delete(f"{STAGING}/batch-{batch_id}")
+        folder.delete(f"{STAGING}/{ROUTED}-{batch_id}")  # left by a one-pass attempt
         return folder
 
     def write(self, rows: DataFrame, batch_id: int) -> None:
@@ -211,7 +210,8 @@ class FileSink(Sink):
 
 
 class Route(NamedTuple):
-    """Where :func:`stage_in_one_pass` sends a row: to ``sink``, as ``line``, when ``when`` holds."""
+    """Where :func:`stage_in_one_pass` sends a row: to ``sink``, as ``line``, when ``when``
+    holds (true or false, never null: a row no route takes is not written)."""
 
     sink: FileSink
     when: Column
@@ -221,11 +221,14 @@ class Route(NamedTuple):
 def can_stage_together(spark: SparkSession, sinks: Sequence[FileSink]) -> bool:
     """Whether one write can stage a batch of every sink of ``sinks`` (once each has a
     :meth:`FileSink.line`): their files split alike (``max_files_per_batch``), their folders on
-    one file system (staged files are renamed into each), and no file rolled over mid-task by
-    ``spark.sql.files.maxRecordsPerFile`` (each file's header is written by its task's first row)."""
-    folders = {_Folder(spark, sink.location).file_system() for sink in sinks}
+    one file system that renames without copying (staged files are moved into each), and no file
+    rolled over mid-task by ``spark.sql.files.maxRecordsPerFile`` (each file's header is written
+    by its task's first row)."""
+    systems = {_Folder(spark, sink.location).file_system() for sink in sinks}
     splits = {sink.options.max_files_per_batch for sink in sinks}
-    return len(folders) == 1 and len(splits) == 1 and spark.conf.get("spark.sql.files.maxRecordsPerFile") == "0"
+    rolled = int(spark.conf.get("spark.sql.files.maxRecordsPerFile") or 0) > 0
+    renaming = all(system.split(":", 1)[0] in RENAMING_FILE_SYSTEMS for system in systems)
+    return len(systems) == 1 and renaming and len(splits) == 1 and not rolled
 
 
 def stage_in_one_pass(rows: DataFrame, routes: Sequence[Route], batch_id: int) -> None:
@@ -238,9 +241,8 @@ def stage_in_one_pass(rows: DataFrame, routes: Sequence[Route], batch_id: int) -
     alone does; writing each from the batch kept in memory costs a fifth more.
     """
     spark = rows.sparkSession
-    folders = [route.sink._clear(spark, batch_id) for route in routes]
-    routed = f"{STAGING}/routed-{batch_id}"
-    folders[0].delete(routed)
+    folders = [route.sink._clear(spark, batch_id) for route in routes]  # and the routed files of an attempt
+    routed = f"{STAGING}/{ROUTED}-{batch_id}"
     most = routes[0].sink.options.max_files_per_batch
     if most:
         rows = rows.coalesce(most)

@@ -125,6 +125,11 @@ class HadoopFolder:
         if not self._fs.rename(self._hadoop(source), self._hadoop(target)):
             raise OSError(f"could not rename {self.path(source)} to {self.path(target)}")
 
+    def move(self, source: str, folder: "HadoopFolder", target: str) -> None:
+        """Rename ``source`` of this folder to ``target`` of ``folder``, on the same file system."""
+        if not self._fs.rename(self._hadoop(source), folder._hadoop(target)):
+            raise OSError(f"could not rename {self.path(source)} to {folder.path(target)}")
+
     def touch(self, name: str) -> None:
         self._fs.create(self._hadoop(name), True).close()
 

@@ -6,15 +6,20 @@ import re
 import pytest
 
 from pipeline_lib.sinks import ledger
+from tests.conftest import send_raw
 from tests.integration.test_faults import assert_each_once, plain_reader_ids
-from tests.integration.test_pipeline import produce, read_csv, stream
+from tests.integration.test_pipeline import produce, read_csv, read_quarantine, stream
 
-# Each step of a file sink's batch, as the calls of the folder it makes in order.
+# Each step of a batch's write, as the calls of the sinks' folders it makes in order. The run's
+# first batch is staged for the output and the quarantine by one write, whose files are then
+# moved into each sink's staging folder.
 CRASH_POINTS = {
+    "staged in one pass, nothing moved": ("move", 1),
+    "one staged file moved": ("move", 2),
     "staged, nothing renamed": ("rename", 1),
     "one file renamed": ("rename", 2),
     "every file renamed, batch not marked": ("touch", 1),
-    "output marked, quarantine not written": ("touch", 2),
+    "output marked, quarantine not marked": ("touch", 2),
 }
 
 
@@ -55,6 +60,24 @@ def test_batch_interrupted_at_each_step_lands_once_after_restart(point, crash_at
 
     assert_each_once(plain_reader_ids(tmp_path / "output"), range(1, 41))
     assert_each_once([row["id"] for row in read_csv(spark, tmp_path).select("id").collect()], range(1, 41))
+
+
+def test_a_batch_interrupted_while_its_files_are_moved_to_the_quarantine_lands_once_in_both_sinks(
+    crash_at, spark, bootstrap, topic, tmp_path
+):
+    good = [f'{{"id": {i}, "value": {i}, "timestamp": 1.0}}'.encode() for i in range(1, 41)]
+    bad = [f'{{"id": {i}, "value": "text"}}'.encode() for i in range(41, 51)]
+    send_raw(bootstrap, topic, [*good, *bad], partitions=2)
+    disarm = crash_at("move", 3)  # the output's two files moved, the quarantine's first not
+    with pytest.raises(Exception, match="InjectedCrash"):
+        stream(spark, bootstrap, topic, tmp_path)
+    disarm()
+
+    stream(spark, bootstrap, topic, tmp_path)
+
+    assert_each_once(plain_reader_ids(tmp_path / "output"), range(1, 41))
+    quarantined = [row["payload"] for row in read_quarantine(spark, tmp_path).collect()]
+    assert sorted(quarantined) == sorted(payload.decode() for payload in bad)
 
 
 def test_each_batch_is_published_as_whole_files_named_by_batch(spark, bootstrap, topic, tmp_path):

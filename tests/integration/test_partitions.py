@@ -86,7 +86,11 @@ def test_output_partitioned_by_event_date_lands_once_for_spark_duckdb_and_pandas
         assert_each_once_in_its_folder(days, 300)
 
 
-@pytest.mark.parametrize("point", list(CRASH_POINTS))
+# A partitioned output is written by Spark's own writer, never in one pass with the quarantine.
+WRITE_OF_ITS_OWN = [point for point, (call, _) in CRASH_POINTS.items() if call != "move"]
+
+
+@pytest.mark.parametrize("point", WRITE_OF_ITS_OWN)
 def test_a_partitioned_batch_interrupted_at_each_step_lands_once_after_restart(
     point, crash_at, spark, bootstrap, topic, tmp_path
 ):

@@ -172,3 +172,38 @@ def test_a_step_that_checks_rows_leaves_each_sink_its_own_write(spark, tmp_path,
 
     assert one_passes == []
     assert (summary.written, summary.quarantined) == (3, 2)
+
+
+def test_a_step_not_declared_row_wise_leaves_each_sink_its_own_write(spark, tmp_path, one_passes):
+    from pipeline_lib.transforms import keeps_rows, register_transform
+
+    @register_transform("unit_kept_rows")
+    def kept_rows():
+        return keeps_rows(lambda df: df)
+
+    steps = ["add_processed_value", "unit_kept_rows"]
+    summary = run_pipeline(spark, files_pipeline(tmp_path, MIXED, transforms=steps), emit=lambda line: None)
+
+    assert one_passes == []
+    assert (summary.written, summary.quarantined) == (3, 2)
+
+
+def test_a_rejected_row_goes_through_the_steps_of_a_one_pass_write_with_its_fields_null(spark, tmp_path, one_passes):
+    from pyspark.sql import functions as F
+
+    from pipeline_lib.steps import Step
+    from pipeline_lib.transforms import register_transform
+
+    # Record 4's value did not parse; its id did, and must not reach a step.
+    @register_transform("unit_refuses_id_4")
+    def refuses_id_4():
+        return Step(lambda df: df.withColumn("seen", F.when(F.col("id") == 4, F.raise_error(F.lit("id 4 seen")))),
+                    keeps_rows=True, row_wise=True)
+
+    steps = ["add_processed_value", "unit_refuses_id_4"]
+    # "seen" is written, or Spark would leave the step's column, and its check, out.
+    config = files_pipeline(tmp_path, MIXED, transforms=steps, **{"output.columns": "id,value,timestamp,processed_value,seen"})
+    summary = run_pipeline(spark, config, emit=lambda line: None)
+
+    assert one_passes == [0]
+    assert (summary.written, summary.quarantined) == (3, 2)

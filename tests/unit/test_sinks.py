@@ -383,20 +383,24 @@ def test_a_bad_partition_setting_names_it(tmp_path, options, message):
 
 # One pass for two sinks: each row as the line of the sink its route names.
 TRICKY = [
-    (1, "plain", 1715181600.123, False),
-    (2, "a,b", 0.5, True),
+    (1, "a,b", 1715181600.123, False),
+    (2, 'say "hi"', 0.5, True),
+    (3, "  padded  ", None, False),
     (4, "line1\nline2", 100.0, True),
-    (3, 'say "hi"', None, False),
-    (5, "  padded  ", 1.25e-11, False),
-    (6, "", 3e20, True),
-    (8, "back\\slash", 1715181601.0, True),
-    (7, None, -2.5, False),
+    (5, 'say "hi"', 1.25e-11, False),
+    (6, "a,b", None, True),
+    (7, "", 3e20, False),
+    (8, "back\\slash", -2.5, True),
+    (9, "line1\nline2", 0.0, False),
+    (10, None, 1e-3, True),
+    (11, "back\\slash", -2.5, False),
+    (12, "", 3e20, True),
 ]
 
 
 @pytest.fixture
 def tricky(spark):
-    # Four tasks of two rows, one of each route; two of them start with a row of the second.
+    # Four tasks of three rows, each with rows of both routes; two of them start with the second's.
     rows = spark.sparkContext.parallelize(TRICKY, 4)
     return spark.createDataFrame(rows, "id long, text string, number double, rejected boolean")
 
@@ -406,6 +410,7 @@ def lines_of(folder):
 
 
 def routed_pass(spark, tricky, first, second, batch_id=5):
+    """Stage and publish ``tricky`` in one pass: the accepted rows to ``first``, the rejected to ``second``."""
     columns = {name: F.col(name) for name in ("id", "text", "number")}
     schema = tricky.select(*columns.values()).schema
     routes = [
@@ -414,8 +419,8 @@ def routed_pass(spark, tricky, first, second, batch_id=5):
     ]
     assert can_stage_together(spark, [first, second])
     stage_in_one_pass(tricky, routes, batch_id)
-    first.commit(spark, batch_id, 4)
-    second.commit(spark, batch_id, 4)
+    first.commit(spark, batch_id, 6)
+    second.commit(spark, batch_id, 6)
 
 
 @pytest.mark.parametrize("format_name", ["csv", "json"])
@@ -425,7 +430,7 @@ def test_one_pass_staging_publishes_the_lines_each_sinks_own_write_would(spark, 
     for folder, rejected in (("first", False), ("second", True)):
         own = file_sink(format_name if folder == "first" else "json", tmp_path / "own" / folder)
         own.write(tricky.where(F.col("rejected") == rejected).drop("rejected"), 5)
-        own.commit(spark, 5, 4)
+        own.commit(spark, 5, 6)
 
         def data_lines(root):
             texts = lines_of(root).values()
@@ -441,8 +446,9 @@ def test_one_pass_staging_starts_every_csv_file_with_its_header_once(spark, tric
     files = lines_of(tmp_path / "output")
     assert len(files) == 4 and all(name.endswith(".csv") for name in files)
     assert all(text.startswith("id,text,number\n") and text.count("id,text,number\n") == 1 for text in files.values())
+    held = spark.read.options(header=True, multiLine=True, inferSchema=True).csv(str(tmp_path / "output"))
     assert_df_equality(
-        output.read(spark).select("id").orderBy("id"),
+        held.select("id").orderBy("id"),
         spark.createDataFrame([(row[0],) for row in TRICKY if not row[3]], "id int"),
         ignore_nullable=True,
     )
@@ -472,3 +478,25 @@ def test_a_partitioned_or_binary_sink_has_no_line_of_text(spark, tmp_path):
 
     assert partitioned.line(columns, schema) is None
     assert file_sink("parquet", tmp_path / "q").line(columns, schema) is None
+
+
+def test_one_pass_staging_writes_as_many_files_a_task_as_max_files_per_batch_allows(spark, tricky, tmp_path):
+    def bounded(format_name, folder):
+        return build_sink({"format": format_name, "path": str(tmp_path / folder), "max_files_per_batch": 2}, folder)
+
+    routed_pass(spark, tricky, bounded("csv", "output"), bounded("json", "quarantine"))
+
+    files = lines_of(tmp_path / "output")
+    assert len(files) == 2 and all(text.count("id,text,number\n") == 1 for text in files.values())
+    assert sum(text.count("\n") for text in lines_of(tmp_path / "quarantine").values()) == 6
+
+
+def test_a_batch_staged_in_one_pass_and_replayed_is_replaced_not_added(spark, tricky, tmp_path):
+    sinks = file_sink("csv", tmp_path / "output"), file_sink("json", tmp_path / "quarantine")
+    routed_pass(spark, tricky, *sinks)  # published, then the crash came before the ledgers' marks
+    first = {folder: lines_of(tmp_path / folder) for folder in ("output", "quarantine")}
+
+    routed_pass(spark, tricky, *sinks)
+
+    assert {folder: lines_of(tmp_path / folder) for folder in ("output", "quarantine")} == first
+    assert not list((tmp_path / "output" / STAGING).iterdir())
