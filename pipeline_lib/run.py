@@ -4,9 +4,11 @@ One query reads the source once per micro-batch (``foreachBatch``). Each batch i
 for the ``output`` sink (the valid rows, after the steps) and the ``quarantine`` sink (the
 rejected rows with their reason). A batch expected to have rejected rows (the run's first, and
 each after one that had them) is written to both by one write, each row as a line of its sink's
-text (CSV, JSON lines), when both sinks write text files and the steps keep every row; else it is
-kept in memory for both. One expected to be clean is counted on its way to the output, and read
-a second time only if it has rejected rows after all. Each
+text (CSV, JSON lines), when both sinks write unpartitioned text files on one file system that
+renames without copying, no file rolls over mid-task (``spark.sql.files.maxRecordsPerFile``) and
+every step works row by row, keeps every row and counts nothing (:attr:`Step.row_wise`); else it
+is kept in memory for both. One expected to be clean is counted on its way to the output, and
+read a second time only if it has rejected rows after all. Each
 sink's ledger says whether it has the batch already; a sink writes, commits, and the ledger
 marks the batch; Spark commits the batch in the checkpoint only after every sink returned, so a
 batch interrupted anywhere is replayed with the same id and rows, and lands once.
@@ -48,6 +50,7 @@ from pipeline_lib.pipeline import OUTPUT, QUARANTINE, PipelineConfig
 from pipeline_lib.plan import Plan, Query, make_plan
 from pipeline_lib.realtime import EpochReports, kafka_writer, records
 from pipeline_lib.reports import BatchReport, ConsoleListener, Listener, PartitionOffsets, RunSummary
+from pipeline_lib.schema import column
 from pipeline_lib.sinks import Sink, ledger_for
 from pipeline_lib.sinks.files import FileSink, Line, Route, can_stage_together, stage_in_one_pass
 from pipeline_lib.steps import Step
@@ -215,7 +218,7 @@ def deliver(sink: Sink, rows: Optional[DataFrame], spark: SparkSession, batch_id
     the batch has no rows for this sink, which commits it empty."""
     if rows is not None:
         if sink.options.columns:
-            rows = rows.select(*_written_columns(sink, rows.columns))
+            rows = rows.select(*[column(name) for name in _written_columns(sink, rows.columns)])
         sink.write(rows, batch_id)
     _publish(sink, spark, batch_id, count()["rows"] if rows is not None else 0)
 
@@ -246,9 +249,12 @@ class BatchWriter(_Guarded):
         # Whether the next batch is expected to have rejected rows: the run's first batch (often
         # the backlog, the largest) and each batch after one that had them.
         self.expects_rejects = True
-        # Steps that work row by row let a batch's rejected rows go through them with the valid
-        # ones: the batch need not be split before them.
-        self.steps_row_wise = all(step.row_wise for step in plan.steps)
+        # Steps that work row by row, keep every row and count nothing let a batch's rejected
+        # rows go through them with the valid ones: the batch need not be split before them.
+        self.steps_pass_rejects = all(step.row_wise and step.keeps_rows and step.metrics is None for step in plan.steps)
+        # Whether the output and the quarantine can be staged by one write (their folders'
+        # file system, the session's settings), found on the first batch that could be.
+        self.stage_together: Optional[bool] = None
 
     def write(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -274,25 +280,29 @@ class BatchWriter(_Guarded):
         parses it once without keeping it, when both sinks write lines of text to one file
         system and every step works row by row; None when a write each is needed."""
         output, quarantine = pending.get(OUTPUT), pending.get(QUARANTINE)
-        if not (isinstance(output, FileSink) and isinstance(quarantine, FileSink) and self.steps_row_wise):
+        if not (isinstance(output, FileSink) and isinstance(quarantine, FileSink) and self.steps_pass_rejects):
             return None
         spark = parsed.sparkSession
         rejected_line = _line(quarantine, parsed, quarantine_columns(parsed.columns, self.plan.schema))
-        if rejected_line is None or not can_stage_together(spark, [output, quarantine]):
+        if rejected_line is None:
+            return None
+        if self.stage_together is None:
+            self.stage_together = can_stage_together(spark, [output, quarantine])
+        if not self.stage_together:
             return None
         valid = F.col(ERROR_COLUMN).isNull()
         # The quarantine's line is made before the steps, from the rows as parsed, as a write of
         # its own would make it. A rejected row then goes through the steps with its fields
         # null, so that no step computes on a value the parse refused.
         rows = parsed.withColumn(QUARANTINE_LINE, F.when(~valid, rejected_line.text)).withColumns(
-            {name: F.when(valid, F.col(name)) for name in self.plan.schema.fieldNames()}
+            {name: F.when(valid, column(name)) for name in self.plan.schema.fieldNames()}
         )
         rows, _ = _apply(self.plan.steps, rows, batch_id, observing=None)
         held = {*MARKER_COLUMNS, QUARANTINE_LINE}
-        output_line = _line(output, rows, {name: F.col(name) for name in rows.columns if name not in held})
+        output_line = _line(output, rows, {name: column(name) for name in rows.columns if name not in held})
         if output_line is None:
             return None
-        rows, counts = _counter(rows, f"parsed-{batch_id}", True, valid=F.count_if(valid), rejected=F.count_if(~valid))
+        rows, counts = _parse_counts(rows, batch_id, observing=True)
         routes = [
             Route(output, valid, output_line),
             Route(quarantine, ~valid, Line(F.col(QUARANTINE_LINE), rejected_line.header)),
@@ -333,13 +343,7 @@ class BatchWriter(_Guarded):
         metrics: Dict[str, int] = {}
         rejected = read = 0
         if OUTPUT in pending:
-            parsed, parse_counts = _counter(
-                parsed,
-                f"parsed-{batch_id}",
-                observing,
-                valid=F.count(F.when(F.col(ERROR_COLUMN).isNull(), 1)),
-                rejected=F.count(F.col(ERROR_COLUMN)),
-            )
+            parsed, parse_counts = _parse_counts(parsed, batch_id, observing)
             rows, step_counts = _apply(self.plan.steps, parsed.transform(valid_records()), batch_id, observing)
             marked = ERROR_COLUMN in rows.columns  # a step rejected rows too
             later_counts: Counts = lambda: {"rows": 0}  # noqa: E731
@@ -392,6 +396,13 @@ def _line(sink: FileSink, rows: DataFrame, columns: Mapping[str, Column]) -> Opt
     except PipelineError:
         return None
     return sink.line(chosen, rows.select(*[column.alias(name) for name, column in chosen.items()]).schema)
+
+
+def _parse_counts(parsed: DataFrame, batch_id: int, observing: bool) -> Tuple[DataFrame, Counts]:
+    """``parsed`` and a reader of how many of its rows the parse took (``valid``) and rejected
+    (``rejected``), as :func:`_counter` counts them."""
+    valid = F.col(ERROR_COLUMN).isNull()
+    return _counter(parsed, f"parsed-{batch_id}", observing, valid=F.count_if(valid), rejected=F.count_if(~valid))
 
 
 def _apply(

@@ -4,6 +4,8 @@ schema comes from the configuration, in Spark's DDL (``order_id long, amount dec
 import re
 from typing import List, Tuple
 
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, DoubleType, IntegerType, LongType, StructField, StructType
 
 RECORD_SCHEMA = StructType(
@@ -101,3 +103,13 @@ def record_schema(ddl: str) -> StructType:
     if not isinstance(parsed, StructType):
         raise ValueError(f"{ddl!r} is a type, not a list of fields")
     return parsed
+
+
+def column(name: str) -> Column:
+    """The column named ``name``, a dot in it part of the name (``F.col`` reads one as a
+    nested field's path, and a JSON record's field may well be called ``price.eur``).
+
+    >>> spark.createDataFrame([(1,)], "`price.eur` int").select(column("price.eur")).columns
+    ['price.eur']
+    """
+    return F.col("`" + name.replace("`", "``") + "`")

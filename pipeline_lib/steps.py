@@ -34,7 +34,9 @@ class Step:
     transform: Transform
     keeps_rows: bool = False  # neither adds nor drops rows (adds or changes columns)
     # Computes each row's new columns from that row alone, null-safe, and passes every other
-    # column through untouched: rows it is not meant for can go through it unharmed.
+    # column through untouched (the parse's marks too): rows it is not meant for can go through
+    # it unharmed. The runner sends a batch's rejected rows through a step so declared only
+    # when it also keeps_rows and has no metrics, which would count them.
     row_wise: bool = False
     stateful: bool = False  # keeps state across micro-batches (a watermarked window)
     checked_on_schema: bool = False  # options only Spark can check, on the rows' schema

@@ -38,7 +38,7 @@ from pyspark.sql.types import (
 )
 
 from pipeline_lib.registry import Registry, UnknownNameError
-from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS
+from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS, column
 from pipeline_lib.steps import Step, Transform, as_step
 
 TransformFactory = Callable[..., Union[Transform, Step]]
@@ -336,7 +336,7 @@ def quarantine_columns(columns: Sequence[str], schema: StructType = RECORD_SCHEM
     return {
         "payload": F.col(PAYLOAD_COLUMN),
         "payload_base64": F.col(PAYLOAD_BASE64_COLUMN),
-        **{name: F.col(name) for name in lineage},
+        **{name: column(name) for name in lineage},
         "reason": F.col(ERROR_COLUMN),
     }
 
@@ -482,7 +482,8 @@ def select_columns(columns: Sequence[str] = PROCESSED_COLUMNS) -> Step:
         if missing:
             raise ValueError(f"columns {missing} are not in the DataFrame; it has {df.columns}")
         # Rows rejected by an earlier step keep their marks, so they still reach the quarantine.
-        return df.select(*columns, *[name for name in MARKER_COLUMNS if name in df.columns and name not in columns])
+        kept = [*columns, *[name for name in MARKER_COLUMNS if name in df.columns and name not in columns]]
+        return df.select(*[column(name) for name in kept])
 
     return Step(transform, keeps_rows=True)
 

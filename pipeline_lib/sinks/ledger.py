@@ -14,6 +14,7 @@ import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar, Dict, List, Set
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 if TYPE_CHECKING:
@@ -126,9 +127,15 @@ class HadoopFolder:
             raise OSError(f"could not rename {self.path(source)} to {self.path(target)}")
 
     def move(self, source: str, folder: "HadoopFolder", target: str) -> None:
-        """Rename ``source`` of this folder to ``target`` of ``folder``, on the same file system."""
-        if not self._fs.rename(self._hadoop(source), folder._hadoop(target)):
-            raise OSError(f"could not rename {self.path(source)} to {folder.path(target)}")
+        """Rename ``source`` of this folder to ``target`` of ``folder``, on the same file system;
+        OSError when it cannot (a rename across mount points of ``viewfs://`` throws)."""
+        failure = f"could not rename {self.path(source)} to {folder.path(target)}"
+        try:
+            moved = self._fs.rename(self._hadoop(source), folder._hadoop(target))
+        except Py4JJavaError as error:
+            raise OSError(f"{failure}: {error.java_exception}") from error
+        if not moved:
+            raise OSError(failure)
 
     def touch(self, name: str) -> None:
         self._fs.create(self._hadoop(name), True).close()

@@ -398,6 +398,9 @@ TRICKY = [
 ]
 
 
+PLANNED_WRITE_SETTINGS = ("spark.sql.optimizer.plannedWrite.enabled", "spark.sql.maxConcurrentOutputFileWriters")
+
+
 @pytest.fixture
 def tricky(spark):
     # Four tasks of three rows, each with rows of both routes; two of them start with the second's.
@@ -455,10 +458,15 @@ def test_one_pass_staging_starts_every_csv_file_with_its_header_once(spark, tric
 
 
 def test_one_pass_staging_gives_back_the_session_settings_it_changes(spark, tricky, tmp_path):
-    before = spark.conf.get("spark.sql.optimizer.plannedWrite.enabled")
-    routed_pass(spark, tricky, file_sink("csv", tmp_path / "output"), file_sink("json", tmp_path / "quarantine"))
+    # One set by the user beforehand, one left unset.
+    spark.conf.set("spark.sql.optimizer.plannedWrite.enabled", "true")
+    try:
+        routed_pass(spark, tricky, file_sink("csv", tmp_path / "output"), file_sink("json", tmp_path / "quarantine"))
+        settings = [spark.conf.get(key, None) for key in PLANNED_WRITE_SETTINGS]
+    finally:
+        spark.conf.unset("spark.sql.optimizer.plannedWrite.enabled")
 
-    assert spark.conf.get("spark.sql.optimizer.plannedWrite.enabled") == before
+    assert settings == ["true", None]
 
 
 def test_one_pass_staging_is_refused_when_files_roll_over_mid_task(spark, tmp_path):
