@@ -38,7 +38,7 @@ from pipeline_lib.errors import ConfigError, PipelineError
 from pipeline_lib.kafka_client import admin_client, spark_options
 from pipeline_lib.pipeline import OUTPUT, QUARANTINE, PipelineConfig
 from pipeline_lib.reports import BatchReport
-from pipeline_lib.schema import column
+from pipeline_lib.schema import column_named
 from pipeline_lib.sinks.kafka import KafkaSink
 from pipeline_lib.sources.kafka import KafkaSource
 from pipeline_lib.steps import Step
@@ -239,8 +239,8 @@ def _records(config: PipelineConfig, fields: Mapping[str, str], rows: DataFrame)
     unknown = [name for name in quarantined if name not in fields]
     if unknown:
         raise ConfigError("quarantine.columns", f"columns {unknown} are not the quarantine's: {', '.join(fields)}")
-    valid_fields = {name: column(name) for name in written}
-    rejected_fields = {name: column(fields[name]) for name in quarantined}
+    valid_fields = {name: column_named(name) for name in written}
+    rejected_fields = {name: column_named(fields[name]) for name in quarantined}
     keys = {}
     for name, sink, sink_fields in ((OUTPUT, output, valid_fields), (QUARANTINE, quarantine, rejected_fields)):
         try:

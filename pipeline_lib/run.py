@@ -50,7 +50,7 @@ from pipeline_lib.pipeline import OUTPUT, QUARANTINE, PipelineConfig
 from pipeline_lib.plan import Plan, Query, make_plan
 from pipeline_lib.realtime import EpochReports, kafka_writer, records
 from pipeline_lib.reports import BatchReport, ConsoleListener, Listener, PartitionOffsets, RunSummary
-from pipeline_lib.schema import column
+from pipeline_lib.schema import column_named
 from pipeline_lib.sinks import Sink, ledger_for
 from pipeline_lib.sinks.files import FileSink, Line, Route, can_stage_together, stage_in_one_pass
 from pipeline_lib.steps import Step
@@ -218,7 +218,7 @@ def deliver(sink: Sink, rows: Optional[DataFrame], spark: SparkSession, batch_id
     the batch has no rows for this sink, which commits it empty."""
     if rows is not None:
         if sink.options.columns:
-            rows = rows.select(*[column(name) for name in _written_columns(sink, rows.columns)])
+            rows = rows.select(*[column_named(name) for name in _written_columns(sink, rows.columns)])
         sink.write(rows, batch_id)
     _publish(sink, spark, batch_id, count()["rows"] if rows is not None else 0)
 
@@ -295,11 +295,11 @@ class BatchWriter(_Guarded):
         # its own would make it. A rejected row then goes through the steps with its fields
         # null, so that no step computes on a value the parse refused.
         rows = parsed.withColumn(QUARANTINE_LINE, F.when(~valid, rejected_line.text)).withColumns(
-            {name: F.when(valid, column(name)) for name in self.plan.schema.fieldNames()}
+            {name: F.when(valid, column_named(name)) for name in self.plan.schema.fieldNames()}
         )
         rows, _ = _apply(self.plan.steps, rows, batch_id, observing=None)
         held = {*MARKER_COLUMNS, QUARANTINE_LINE}
-        output_line = _line(output, rows, {name: column(name) for name in rows.columns if name not in held})
+        output_line = _line(output, rows, {name: column_named(name) for name in rows.columns if name not in held})
         if output_line is None:
             return None
         rows, counts = _parse_counts(rows, batch_id, observing=True)
@@ -310,6 +310,7 @@ class BatchWriter(_Guarded):
         try:
             stage_in_one_pass(rows, routes, batch_id)
         except OSError:  # a staged file could not be moved into its sink's folder
+            self.stage_together = False  # as it would fail again (two viewfs mount points)
             return None
         written, rejected = counts()["valid"], counts()["rejected"]
         _publish(output, spark, batch_id, written)
@@ -395,7 +396,7 @@ def _line(sink: FileSink, rows: DataFrame, columns: Mapping[str, Column]) -> Opt
         chosen = {name: columns[name] for name in _written_columns(sink, list(columns))}
     except PipelineError:
         return None
-    return sink.line(chosen, rows.select(*[column.alias(name) for name, column in chosen.items()]).schema)
+    return sink.line(chosen, rows.select(*[value.alias(name) for name, value in chosen.items()]).schema)
 
 
 def _parse_counts(parsed: DataFrame, batch_id: int, observing: bool) -> Tuple[DataFrame, Counts]:

@@ -105,11 +105,11 @@ def record_schema(ddl: str) -> StructType:
     return parsed
 
 
-def column(name: str) -> Column:
+def column_named(name: str) -> Column:
     """The column named ``name``, a dot in it part of the name (``F.col`` reads one as a
     nested field's path, and a JSON record's field may well be called ``price.eur``).
 
-    >>> spark.createDataFrame([(1,)], "`price.eur` int").select(column("price.eur")).columns
+    >>> spark.createDataFrame([(1,)], "`price.eur` int").select(column_named("price.eur")).columns
     ['price.eur']
     """
     return F.col("`" + name.replace("`", "``") + "`")

@@ -38,7 +38,7 @@ from pyspark.sql.types import (
 )
 
 from pipeline_lib.registry import Registry, UnknownNameError
-from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS, column
+from pipeline_lib.schema import PROCESSED_COLUMNS, RECORD_SCHEMA, REQUIRED_FIELDS, column_named
 from pipeline_lib.steps import Step, Transform, as_step
 
 TransformFactory = Callable[..., Union[Transform, Step]]
@@ -336,7 +336,7 @@ def quarantine_columns(columns: Sequence[str], schema: StructType = RECORD_SCHEM
     return {
         "payload": F.col(PAYLOAD_COLUMN),
         "payload_base64": F.col(PAYLOAD_BASE64_COLUMN),
-        **{name: column(name) for name in lineage},
+        **{name: column_named(name) for name in lineage},
         "reason": F.col(ERROR_COLUMN),
     }
 
@@ -371,11 +371,11 @@ def add_processed_value(factor: Union[int, float] = 2, source: str = "value", ta
     def transform(df: DataFrame) -> DataFrame:
         kind = _type_of(df, source)
         if isinstance(factor, float) or isinstance(kind, (FloatType, DoubleType)):
-            widened = F.col(source).cast("double")
+            widened = column_named(source).cast("double")
         elif isinstance(kind, DecimalType):
-            widened = F.col(source)
+            widened = column_named(source)
         else:
-            widened = F.col(source).cast("long")
+            widened = column_named(source).cast("long")
         return df.withColumn(target, widened * F.lit(factor))
 
     return Step(transform, keeps_rows=True, row_wise=True)
@@ -384,7 +384,7 @@ def add_processed_value(factor: Union[int, float] = 2, source: str = "value", ta
 def _type_of(df: DataFrame, column: str) -> DataType:
     try:
         with _quiet_spark_errors():
-            return df.select(F.col(column)).schema.fields[0].dataType
+            return df.select(column_named(column)).schema.fields[0].dataType
     except PySparkException as error:
         raise ValueError(f"column {column!r}: {_first_line(error)}") from error
 
@@ -412,7 +412,7 @@ def _as_timestamp(df: DataFrame, source: str) -> Column:
     """The column ``source`` of ``df`` as a timestamp: a timestamp or date as it is, text as
     ISO-8601 or epoch seconds, a number as epoch seconds."""
     kind = _type_of(df, source)
-    column = F.col(source)
+    column = column_named(source)
     if isinstance(kind, (TimestampType, TimestampNTZType, DateType)):
         return column.cast("timestamp")
     if isinstance(kind, StringType):
@@ -483,7 +483,7 @@ def select_columns(columns: Sequence[str] = PROCESSED_COLUMNS) -> Step:
             raise ValueError(f"columns {missing} are not in the DataFrame; it has {df.columns}")
         # Rows rejected by an earlier step keep their marks, so they still reach the quarantine.
         kept = [*columns, *[name for name in MARKER_COLUMNS if name in df.columns and name not in columns]]
-        return df.select(*[column(name) for name in kept])
+        return df.select(*[column_named(name) for name in kept])
 
     return Step(transform, keeps_rows=True)
 
@@ -573,7 +573,8 @@ def expect(name: str, condition: str, on_violation: str = "warn", schema: Struct
             for column in LOCATION_COLUMNS
             if column in df.columns
         ]
-        where = F.concat_ws(", ", *located) if located else F.concat(F.lit("row "), F.to_json(F.struct(*df.columns)))
+        whole_row = F.to_json(F.struct(*[column_named(name) for name in df.columns]))
+        where = F.concat_ws(", ", *located) if located else F.concat(F.lit("row "), whole_row)
         return F.concat(F.lit(f"{reason} at "), where, F.lit(f": {condition}"))
 
     def transform(df: DataFrame) -> DataFrame:
@@ -587,7 +588,7 @@ def expect(name: str, condition: str, on_violation: str = "warn", schema: Struct
         earlier = {
             column: F.col(column) if column in df.columns else F.lit(None).cast("string") for column in MARKER_COLUMNS
         }
-        record = F.to_json(F.struct(*[column for column in schema.fieldNames() if column in df.columns]))
+        record = F.to_json(F.struct(*[column_named(name) for name in schema.fieldNames() if name in df.columns]))
         return df.withColumns(
             {
                 ERROR_COLUMN: F.when(broken, F.lit(reason)).otherwise(earlier[ERROR_COLUMN]),
@@ -630,7 +631,7 @@ def window_stats(
 
     def transform(df: DataFrame) -> DataFrame:
         return (
-            df.where(F.col(time_column).isNotNull())
+            df.where(column_named(time_column).isNotNull())
             .withWatermark(time_column, watermark)
             .groupBy(F.window(time_column, window).alias("window"))
             .agg(F.count(F.lit(1)).alias("count"), F.avg(value).alias("avg_value"), F.max(value).alias("max_value"))

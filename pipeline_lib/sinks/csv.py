@@ -9,7 +9,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, FloatType, StructField, StructType
 
-from pipeline_lib.schema import column
+from pipeline_lib.schema import column_named
 from pipeline_lib.sinks.base import register_sink
 from pipeline_lib.sinks.files import FileSink, Line
 
@@ -62,7 +62,7 @@ def with_plain_decimals(df: DataFrame) -> DataFrame:
     |  1|1715181600.123|
     +---+--------------+
     """
-    return df.select(*_stored({field.name: column(field.name) for field in df.schema.fields}, df.schema))
+    return df.select(*_stored({field.name: column_named(field.name) for field in df.schema.fields}, df.schema))
 
 
 def _stored(columns: Mapping[str, Column], schema: StructType) -> List[Column]:

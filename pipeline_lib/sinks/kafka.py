@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pipeline_lib.config import comma_separated
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.kafka_client import KafkaSettings, spark_options, topic_name
-from pipeline_lib.schema import column
+from pipeline_lib.schema import column_named
 from pipeline_lib.sinks.base import Sink, SinkOptions, register_sink
 
 
@@ -66,7 +66,7 @@ class KafkaSink(Sink):
         return f"kafka topic {self.options.topic}"
 
     def write(self, rows: DataFrame, batch_id: int) -> None:
-        fields = {name: column(name) for name in rows.columns}
+        fields = {name: column_named(name) for name in rows.columns}
         records = rows.select(self.key_of(fields).alias("key"), self.value_of(fields).alias("value"))
         records.write.format("kafka").options(**spark_options(self.kafka)).option("topic", self.options.topic).save()
 

@@ -253,3 +253,15 @@ def test_a_record_field_with_a_dot_in_its_name_is_written_as_one_field(
     assert (summary.written, summary.quarantined) == (1, 1)
     written = spark.read.format(output_format).options(header=True, inferSchema=True).load(str(tmp_path / "output"))
     assert [row["price.eur"] for row in written.collect()] == [1.5]
+
+
+def test_an_expectation_on_a_record_field_with_a_dot_in_its_name_quarantines_the_record(spark, tmp_path):
+    lines = [json.dumps({"id": i, "value": 10, "price.eur": price}) for i, price in ((1, 1.5), (2, 3.0))]
+    steps = [{"name": "expect", "options": {"name": "cheap", "condition": "`price.eur` < 2", "on_violation": "quarantine"}}]
+    config = files_pipeline(tmp_path, lines, schema="id long, value int, `price.eur` double", transforms=steps)
+
+    summary = run_pipeline(spark, config, emit=lambda line: None)
+
+    assert (summary.written, summary.quarantined) == (1, 1)
+    quarantined = spark.read.json(str(tmp_path / "quarantine"))
+    assert [json.loads(row.payload)["price.eur"] for row in quarantined.collect()] == [3.0]
