@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from pyspark import StorageLevel
 from pyspark.errors import PySparkException
@@ -52,7 +52,7 @@ from pipeline_lib.realtime import EpochReports, kafka_writer, records
 from pipeline_lib.reports import BatchReport, ConsoleListener, Listener, PartitionOffsets, RunSummary
 from pipeline_lib.schema import column_named
 from pipeline_lib.sinks import Sink, ledger_for
-from pipeline_lib.sinks.files import FileSink, Line, Route, can_stage_together, stage_in_one_pass
+from pipeline_lib.sinks.files import FileSink, Line, Route, RoutedLines, can_stage_together, stage_in_one_pass
 from pipeline_lib.steps import Step
 from pipeline_lib.transforms import (
     ERROR_COLUMN,
@@ -83,8 +83,8 @@ def run(
     for query in plan.queries:
         claim_checkpoint(query.checkpoint, {name: plan.sinks[name].location for name in query.sinks})
     dispatcher = _Dispatcher(listeners, EpochReports() if plan.real_time else None)
-    writers = _writers(plan, dispatcher)
     streams = _streams(plan, spark)
+    writers = _writers(plan, dispatcher, streams)
     started_queries: Dict[str, StreamingQuery] = {}
     try:
         for query in plan.queries:
@@ -126,25 +126,26 @@ def run_pipeline(
 
 
 def _streams(plan: Plan, spark: SparkSession) -> Dict[str, DataFrame]:
-    """What each query reads: the source itself, or, for a stateful plan, the parsed stream
+    """What each query reads: the parsed stream, or, for a stateful plan, the parsed stream
     with the steps applied (output) and its rejects (quarantine)."""
     source = plan.config.source.read_stream(spark)
     if plan.real_time:
         return {plan.queries[0].name: records(plan.config, plan.schema, plan.steps, source)}
-    if not plan.stateful:
-        return {plan.queries[0].name: source}
     parsed = source.transform(plan.parse)
+    if not plan.stateful:
+        return {plan.queries[0].name: parsed}
     rows = parsed.transform(valid_records())
     for step in plan.steps:
         rows = rows.transform(step)
     return {OUTPUT: rows, QUARANTINE: parsed.transform(quarantined_records(plan.schema))}
 
 
-def _writers(plan: Plan, dispatcher: "_Dispatcher") -> Dict[str, "_Guarded"]:
+def _writers(plan: Plan, dispatcher: "_Dispatcher", streams: Mapping[str, DataFrame]) -> Dict[str, "_Guarded"]:
     if plan.real_time:
         return {}  # Spark writes each record itself; the reports come from its progress
     if not plan.stateful:
-        return {plan.queries[0].name: BatchWriter(plan, dispatcher.add)}
+        name = plan.queries[0].name
+        return {name: BatchWriter(plan, dispatcher.add, streams[name])}
     return {query.name: SinkWriter(query.name, plan.sinks[query.name], dispatcher.add) for query in plan.queries}
 
 
@@ -239,22 +240,59 @@ def _publish(sink: Sink, spark: SparkSession, batch_id: int, rows: int) -> None:
     ledger_for(sink, spark).mark(batch_id)
 
 
-class BatchWriter(_Guarded):
-    """The ``foreachBatch`` function of a one-query plan: parse once, write every sink, report."""
+class _OnePass(NamedTuple):
+    """How a one-pass write makes its lines of the parsed rows: the columns that ready them
+    for the steps, and the routed lines of the output and the quarantine after the steps."""
 
-    def __init__(self, plan: Plan, report: Callable[[BatchReport], None]):
+    readied: Dict[str, Column]
+    lines: RoutedLines
+
+
+class BatchWriter(_Guarded):
+    """The ``foreachBatch`` function of a one-query plan, over the parsed stream ``parsed``:
+    write every sink, report."""
+
+    def __init__(self, plan: Plan, report: Callable[[BatchReport], None], parsed: DataFrame):
         super().__init__()
         self.plan = plan
         self.report = report
         # Whether the next batch is expected to have rejected rows: the run's first batch (often
         # the backlog, the largest) and each batch after one that had them.
         self.expects_rejects = True
-        # Steps that work row by row, keep every row and count nothing let a batch's rejected
-        # rows go through them with the valid ones: the batch need not be split before them.
-        self.steps_pass_rejects = all(step.row_wise and step.keeps_rows and step.metrics is None for step in plan.steps)
-        # Whether the output and the quarantine can be staged by one write (their folders'
-        # file system, the session's settings), found on the first batch that could be.
-        self.stage_together: Optional[bool] = None
+        # Made once a run from the stream's schema, which every batch has: making these columns
+        # costs more than writing a small batch.
+        self.one_pass = self._one_pass(parsed)
+
+    def _one_pass(self, parsed: DataFrame) -> Optional[_OnePass]:
+        """How the batches of ``parsed`` are staged for the output and the quarantine by one
+        write, when both sinks write lines of text to one file system that renames and every
+        step works row by row, keeps every row and counts nothing (a batch's rejected rows then
+        go through the steps with the valid ones); None when each sink needs a write."""
+        output, quarantine = self.plan.sinks.get(OUTPUT), self.plan.sinks.get(QUARANTINE)
+        steps_pass_rejects = all(step.row_wise and step.keeps_rows and step.metrics is None for step in self.plan.steps)
+        if not (isinstance(output, FileSink) and isinstance(quarantine, FileSink) and steps_pass_rejects):
+            return None
+        rejected_line = _line(quarantine, parsed, quarantine_columns(parsed.columns, self.plan.schema))
+        if rejected_line is None or not can_stage_together(parsed.sparkSession, [output, quarantine]):
+            return None
+        valid = F.col(ERROR_COLUMN).isNull()
+        # The quarantine's line is made before the steps, from the rows as parsed, as a write of
+        # its own would make it. A rejected row then goes through the steps with its fields
+        # null, so that no step computes on a value the parse refused.
+        readied = {
+            QUARANTINE_LINE: F.when(~valid, rejected_line.text),
+            **{name: F.when(valid, column_named(name)) for name in self.plan.schema.fieldNames()},
+        }
+        rows, _ = _apply(self.plan.steps, parsed.withColumns(readied), batch_id=0, observing=None)
+        held = {*MARKER_COLUMNS, QUARANTINE_LINE}
+        output_line = _line(output, rows, {name: column_named(name) for name in rows.columns if name not in held})
+        if output_line is None:
+            return None
+        routes = [
+            Route(output, valid, output_line),
+            Route(quarantine, ~valid, Line(F.col(QUARANTINE_LINE), rejected_line.header)),
+        ]
+        return _OnePass(readied, RoutedLines(routes))
 
     def write(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -265,52 +303,28 @@ class BatchWriter(_Guarded):
         if not pending:
             self.report(BatchReport(batch_id, skipped=True))
             return
-        parsed = batch.transform(self.plan.parse)
         # A batch expected to be clean is read once by the output's write alone (below).
-        report = self._write_in_one_pass(parsed, pending, batch_id) if self.expects_rejects else None
+        report = self._write_in_one_pass(batch, pending, batch_id) if self.expects_rejects else None
         if report is None:
-            report = self._write_each(parsed, pending, batch_id)
+            report = self._write_each(batch, pending, batch_id)
         self.expects_rejects = bool(report.quarantined)
         self.report(_timed(report, time.monotonic() - started))
 
     def _write_in_one_pass(
         self, parsed: DataFrame, pending: Mapping[str, Sink], batch_id: int
     ) -> Optional[BatchReport]:
-        """The batch staged for the output and the quarantine by one write, which reads and
-        parses it once without keeping it, when both sinks write lines of text to one file
-        system and every step works row by row; None when a write each is needed."""
+        """The batch staged for the output and the quarantine by one write (:meth:`_one_pass`),
+        which reads it once without keeping it; None when a write each is needed."""
         output, quarantine = pending.get(OUTPUT), pending.get(QUARANTINE)
-        if not (isinstance(output, FileSink) and isinstance(quarantine, FileSink) and self.steps_pass_rejects):
+        if self.one_pass is None or output is None or quarantine is None:
             return None
         spark = parsed.sparkSession
-        rejected_line = _line(quarantine, parsed, quarantine_columns(parsed.columns, self.plan.schema))
-        if rejected_line is None:
-            return None
-        if self.stage_together is None:
-            self.stage_together = can_stage_together(spark, [output, quarantine])
-        if not self.stage_together:
-            return None
-        valid = F.col(ERROR_COLUMN).isNull()
-        # The quarantine's line is made before the steps, from the rows as parsed, as a write of
-        # its own would make it. A rejected row then goes through the steps with its fields
-        # null, so that no step computes on a value the parse refused.
-        rows = parsed.withColumn(QUARANTINE_LINE, F.when(~valid, rejected_line.text)).withColumns(
-            {name: F.when(valid, column_named(name)) for name in self.plan.schema.fieldNames()}
-        )
-        rows, _ = _apply(self.plan.steps, rows, batch_id, observing=None)
-        held = {*MARKER_COLUMNS, QUARANTINE_LINE}
-        output_line = _line(output, rows, {name: column_named(name) for name in rows.columns if name not in held})
-        if output_line is None:
-            return None
+        rows, _ = _apply(self.plan.steps, parsed.withColumns(self.one_pass.readied), batch_id, observing=None)
         rows, counts = _parse_counts(rows, batch_id, observing=True)
-        routes = [
-            Route(output, valid, output_line),
-            Route(quarantine, ~valid, Line(F.col(QUARANTINE_LINE), rejected_line.header)),
-        ]
         try:
-            stage_in_one_pass(rows, routes, batch_id)
+            stage_in_one_pass(rows, self.one_pass.lines, batch_id)
         except OSError:  # a staged file could not be moved into its sink's folder
-            self.stage_together = False  # as it would fail again (two viewfs mount points)
+            self.one_pass = None  # as it would fail again (two viewfs mount points)
             return None
         written, rejected = counts()["valid"], counts()["rejected"]
         _publish(output, spark, batch_id, written)

@@ -231,7 +231,21 @@ def can_stage_together(spark: SparkSession, sinks: Sequence[FileSink]) -> bool:
     return len(systems) == 1 and renaming and len(splits) == 1 and not rolled
 
 
-def stage_in_one_pass(rows: DataFrame, routes: Sequence[Route], batch_id: int) -> None:
+class RoutedLines:
+    """The routes of a one-pass write, and what it writes of a row: the number of the first
+    route whose condition holds, and that route's line. Made once for rows of one schema, used
+    for every batch of them (making these columns costs more than a small batch's write)."""
+
+    def __init__(self, routes: Sequence[Route]):
+        self.routes = tuple(routes)
+        first = self.routes[0]
+        name, text = F.when(first.when, F.lit("0")), F.when(first.when, _headed(first))
+        for index, route in enumerate(self.routes[1:], start=1):
+            name, text = name.when(route.when, F.lit(str(index))), text.when(route.when, _headed(route))
+        self.columns = (name.alias(ROUTE), text.alias("value"))
+
+
+def stage_in_one_pass(rows: DataFrame, lines: RoutedLines, batch_id: int) -> None:
     """Stage batch ``batch_id`` of every route's sink in one pass over ``rows``: each row, as
     the line of the first route whose condition holds, in a file of that sink's staging, as its
     own :meth:`FileSink.write` would have left it. Each sink's :meth:`FileSink.commit` then
@@ -241,14 +255,12 @@ def stage_in_one_pass(rows: DataFrame, routes: Sequence[Route], batch_id: int) -
     alone does; writing each from the batch kept in memory costs a fifth more.
     """
     spark = rows.sparkSession
+    routes = lines.routes
     folders = [route.sink._clear(spark, batch_id) for route in routes]  # and the routed files of an attempt
     routed = f"{STAGING}/{ROUTED}-{batch_id}"
     most = routes[0].sink.options.max_files_per_batch
     if most:
         rows = rows.coalesce(most)
-    name, text = F.when(routes[0].when, F.lit("0")), F.when(routes[0].when, _headed(routes[0]))
-    for index, route in enumerate(routes[1:], start=1):
-        name, text = name.when(route.when, F.lit(str(index))), text.when(route.when, _headed(route))
     # Unsorted, a task writes its rows to each route's file in their order, so the first row
     # of a route in a task, which carries the header, starts its file: Spark sorts them by route
     # first when the planned write is on, or when more routes than writers are open at once.
@@ -258,7 +270,7 @@ def stage_in_one_pass(rows: DataFrame, routes: Sequence[Route], batch_id: int) -
     }
     with _session_settings(spark, unsorted):
         (
-            rows.select(name.alias(ROUTE), text.alias("value"))
+            rows.select(*lines.columns)
             .write.partitionBy(ROUTE)
             .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
             .text(folders[0].path(routed))
@@ -266,9 +278,10 @@ def stage_in_one_pass(rows: DataFrame, routes: Sequence[Route], batch_id: int) -
     staging = f"{STAGING}/batch-{batch_id}"
     for index, (route, folder) in enumerate(zip(routes, folders, strict=True)):
         folder.make_folders(staging)
-        lines = f"{routed}/{ROUTE}={index}"
-        for part in folders[0].files(lines, 0):  # part-<task>-<uuid>.c000.txt
-            folders[0].move(f"{lines}/{part}", folder, f"{staging}/{part.removesuffix('txt')}{route.sink.format}")
+        route_folder = f"{routed}/{ROUTE}={index}"
+        for part in folders[0].files(route_folder, 0):  # part-<task>-<uuid>.c000.txt
+            staged = f"{staging}/{part.removesuffix('txt')}{route.sink.format}"
+            folders[0].move(f"{route_folder}/{part}", folder, staged)
     folders[0].delete(routed)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, Dict, List, Set
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Set, Tuple
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
@@ -94,15 +95,25 @@ def ledger_for(sink: "Sink", spark: SparkSession) -> BatchLedger:
     return FolderLedger(spark, sink.location) if sink.location else MemoryLedger(sink.describe())
 
 
+# Hadoop's Path and commons-io's IOUtils by JVM: a lookup costs a round trip to the JVM for each
+# name of the package path, and a batch opens a dozen folders.
+_CLASSES: "weakref.WeakKeyDictionary[Any, Tuple[Any, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _jvm_classes(spark: SparkSession) -> Tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None, "a SparkContext with its JVM"
+    if jvm not in _CLASSES:
+        _CLASSES[jvm] = (jvm.org.apache.hadoop.fs.Path, jvm.org.apache.commons.io.IOUtils)
+    return _CLASSES[jvm]
+
+
 class HadoopFolder:
     """A folder through Hadoop's FileSystem API (the JVM's), names relative to it: local,
     ``hdfs://`` and ``s3a://`` folders alike."""
 
     def __init__(self, spark: SparkSession, location: str):
-        jvm = spark.sparkContext._jvm
-        assert jvm is not None, "a SparkContext with its JVM"
-        self._path_class = jvm.org.apache.hadoop.fs.Path
-        self._io = jvm.org.apache.commons.io.IOUtils
+        self._path_class, self._io = _jvm_classes(spark)
         self.root = location if "://" in location else os.path.abspath(location)
         self._fs = self._path_class(self.root).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 

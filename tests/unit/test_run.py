@@ -137,9 +137,9 @@ def one_passes(monkeypatch):
     staged = []
     real = run_module.stage_in_one_pass
 
-    def counting(rows, routes, batch_id):
+    def counting(rows, lines, batch_id):
         staged.append(batch_id)
-        real(rows, routes, batch_id)
+        real(rows, lines, batch_id)
 
     monkeypatch.setattr(run_module, "stage_in_one_pass", counting)
     return staged
