@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -11,7 +11,7 @@ from pyspark.sql.types import DoubleType, FloatType, StructField, StructType
 
 from pipeline_lib.schema import column_named
 from pipeline_lib.sinks.base import register_sink
-from pipeline_lib.sinks.files import FileSink, Line
+from pipeline_lib.sinks.files import FileSink, FileSinkOptions, Line
 
 
 def plain_decimal(column: Column) -> Column:
@@ -62,7 +62,12 @@ def with_plain_decimals(df: DataFrame) -> DataFrame:
     |  1|1715181600.123|
     +---+--------------+
     """
-    return df.select(*_stored({field.name: column_named(field.name) for field in df.schema.fields}, df.schema))
+    return df.select(*_stored_fields(df.schema))
+
+
+def _stored_fields(schema: StructType) -> List[Column]:
+    """The fields of ``schema`` as the CSV holds them."""
+    return _stored({field.name: column_named(field.name) for field in schema.fields}, schema)
 
 
 def _stored(columns: Mapping[str, Column], schema: StructType) -> List[Column]:
@@ -82,8 +87,18 @@ _PLAIN_NAME = re.compile(r"\w+")
 class CsvSink(FileSink):
     writer_options = {"header": "true"}
 
+    def __init__(self, options: FileSinkOptions):
+        super().__init__(options)
+        # The stored columns of each schema written, made once: making them takes a call to
+        # the JVM for each function of each column, more than a small batch's write.
+        self._stored: Dict[str, List[Column]] = {}
+
     def prepare(self, df: DataFrame) -> DataFrame:
-        return df.transform(with_plain_decimals)
+        schema = df.schema
+        key = schema.json()
+        if key not in self._stored:
+            self._stored[key] = _stored_fields(schema)
+        return df.select(*self._stored[key])
 
     def line(self, columns: Mapping[str, Column], schema: StructType) -> Optional[Line]:
         # Spark's to_csv renders a row with the CSV writer's own generator and default options.
