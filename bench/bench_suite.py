@@ -765,8 +765,12 @@ def realtime_latency_phase(spark, bootstrap: str, work: Path, args) -> Dict[str,
             if run["received"] != args.rtm_count or not run["after_warm_up"]:
                 raise RuntimeError(f"real-time {variant}: {run['received']} of {args.rtm_count} records came through")
             rounds[variant].append(run)
-            figures = run["after_warm_up"]
-            say(f"  round {round_index + 1}, {variant}: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
+            figures, stalled = run["after_warm_up"], run["stalls_after_warm_up"]
+            say(
+                f"  round {round_index + 1}, {variant}: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; "
+                f"stalls {[(stall['worst_ms'], stall['jvm_gc_ms'], stall['python_gc_ms']) for stall in stalled]} "
+                "(worst ms, JVM and Python GC ms)"
+            )
     return {
         "rate_records_per_s": args.rtm_rate,
         "records": args.rtm_count,

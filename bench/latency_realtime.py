@@ -25,6 +25,7 @@ to --out (JSON) and the console. `make bench` runs `measure` for its Kafka-to-Ka
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,6 +47,9 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 from infra.kafka.broker import LocalKafka, free_port  # noqa: E402
 
 VARIANTS = ("pipeline", "tuned", "micro-batch")
+# A record this late (ms) is part of a stall; records sent less than STALL_GAP_S apart are one.
+STALL_MS = 50.0
+STALL_GAP_S = 0.5
 
 
 def percentiles(values: List[float]) -> Dict[str, float]:
@@ -62,6 +66,97 @@ def percentiles(values: List[float]) -> Dict[str, float]:
         "p99_ms": round(1000 * cuts[98], 1),
         "max_ms": round(1000 * max(values), 1),
     }
+
+
+class Pauses:
+    """The garbage collections of the driver JVM (Spark's, in local mode the executors' too)
+    and of this Python process (the producer's and the measuring consumer's) while it is
+    entered: when each ended and how long it took. The JVM's are sampled every 0.1 s (its
+    collection time grew by so much in that interval); Python's are timed by ``gc.callbacks``."""
+
+    def __init__(self, spark):
+        jvm = spark.sparkContext._jvm
+        self._beans = list(jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans())
+        self.jvm: List[Tuple[float, float]] = []
+        self.python: List[Tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, name="gc-sampler", daemon=True)
+        self._started = 0.0
+
+    def _collected_ms(self) -> int:
+        return sum(bean.getCollectionTime() for bean in self._beans)
+
+    def _sample(self) -> None:
+        last = self._collected_ms()
+        while not self._stop.wait(0.1):
+            now = self._collected_ms()
+            if now > last:
+                self.jvm.append((time.time(), float(now - last)))
+            last = now
+
+    def _python(self, phase: str, info: Dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.python.append((time.time(), 1000 * (time.perf_counter() - self._started)))
+
+    def __enter__(self) -> "Pauses":
+        gc.callbacks.append(self._python)
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        self._sampler.join()
+        gc.callbacks.remove(self._python)
+
+    def summary(self) -> Dict[str, Any]:
+        return {
+            "jvm_gc_ms": sum(ms for _, ms in self.jvm),
+            "python_gc_ms": round(sum(ms for _, ms in self.python), 1),
+            "python_gc_longest_ms": round(max((ms for _, ms in self.python), default=0.0), 1),
+        }
+
+    def within(self, start: float, end: float) -> Dict[str, float]:
+        """Collection milliseconds that ended between ``start`` and ``end`` (epoch seconds)."""
+        return {
+            "jvm_gc_ms": sum(ms for moment, ms in self.jvm if start <= moment <= end),
+            "python_gc_ms": round(sum(ms for moment, ms in self.python if start <= moment <= end), 1),
+        }
+
+
+def stalls(
+    sent: Dict[int, float], written: Dict[int, float], latencies: Dict[int, float], pauses: Pauses, begin: float
+) -> List[Dict[str, Any]]:
+    """The runs of records later than :data:`STALL_MS`, by send time (``begin`` the first
+    send), each with the garbage collections that ended while its records waited, and where
+    its worst record waited: from its send until Spark wrote it to the output topic (its Kafka
+    timestamp), and from then until the measuring consumer read it.
+
+    A single pause of the query or of the measuring process makes every record sent during it
+    late: in 6,000 records, one pause of 180 ms puts the p99 near 130 ms.
+    """
+    late = sorted(
+        (sent[record_id], latency, record_id) for record_id, latency in latencies.items() if 1000 * latency > STALL_MS
+    )
+    found: List[Dict[str, Any]] = []
+    group: List[Tuple[float, float, int]] = []
+    for record in late + [(float("inf"), 0.0, 0)]:
+        if group and record[0] - group[-1][0] > STALL_GAP_S:
+            first, last = group[0][0], max(moment + latency for moment, latency, _ in group)
+            worst_moment, worst, worst_id = max(group, key=lambda late_record: late_record[1])
+            found.append(
+                {
+                    "sent_after_s": round(first - begin, 2),
+                    "records": len(group),
+                    "worst_ms": round(1000 * worst, 1),
+                    "worst_until_written_ms": round(1000 * (written[worst_id] - worst_moment), 1),
+                    **pauses.within(first - 0.1, last),
+                }
+            )
+            group = []
+        group.append(record)
+    return found
 
 
 def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Namespace) -> Dict[str, Any]:
@@ -120,8 +215,11 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
         output, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10, consumer_timeout_ms=200
     )
 
+    sent: Dict[int, float] = {}
+
     def send(record_id: int) -> None:
-        producer.send(topic, json.dumps({"id": record_id, "value": record_id, "timestamp": time.time()}).encode())
+        sent[record_id] = time.time()
+        producer.send(topic, json.dumps({"id": record_id, "value": record_id, "timestamp": sent[record_id]}).encode())
 
     arrived: Dict[int, float] = {}
     try:
@@ -145,16 +243,20 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
             producer.flush()
 
         sender = threading.Thread(target=sending)
-        sender.start()
         latencies: Dict[int, float] = {}
+        written: Dict[int, float] = {}
         deadline = time.monotonic() + args.count / args.rate + args.timeout
-        while len(latencies) < args.count and time.monotonic() < deadline:
-            for message in consumer:
-                now = time.time()
-                record = json.loads(message.value)
-                if record["id"] > 0:
-                    latencies.setdefault(record["id"], now - record["timestamp"])
-        sender.join()
+        with Pauses(spark) as pauses:
+            begin = time.time()
+            sender.start()
+            while len(latencies) < args.count and time.monotonic() < deadline:
+                for message in consumer:
+                    now = time.time()
+                    record = json.loads(message.value)
+                    if record["id"] > 0 and record["id"] not in latencies:
+                        latencies[record["id"]] = now - record["timestamp"]
+                        written[record["id"]] = message.timestamp / 1000  # when Spark's producer sent it
+            sender.join()
     finally:
         stop.set()
         if query is not None:
@@ -164,12 +266,15 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
         producer.close()
         consumer.close()
     ordered = [latencies[record_id] for record_id in sorted(latencies)]
+    after_warm_up = {record_id: latency for record_id, latency in latencies.items() if record_id > args.warm_up}
     return {
         "variant": variant,
         "ready_seconds": round(ready_seconds, 1),
         "received": len(latencies),
         "all": percentiles(ordered),
         "after_warm_up": percentiles(ordered[args.warm_up :]) if len(ordered) > args.warm_up + 1 else None,
+        **pauses.summary(),
+        "stalls_after_warm_up": stalls(sent, written, after_warm_up, pauses, begin),
     }
 
 
