@@ -65,8 +65,8 @@ class Plan:
 
     @cached_property
     def parse(self) -> Transform:
-        """The parse stage (``parse_json`` as configured), made once: each micro-batch reuses
-        its columns instead of making them again."""
+        """The parse stage (``parse_json`` as configured), applied to the stream: Spark parses
+        each micro-batch with it."""
         return self.config.parse(self.schema)
 
     @property

@@ -18,8 +18,8 @@ A step may reject rows as the parse stage does (the ``_error`` mark, as an expec
 step's ``metrics`` are observed on the rows going into it and reported per batch.
 
 A plan whose steps keep state (an aggregation by event-time window with a watermark) cannot
-work one micro-batch at a time: it runs two queries, each with its own checkpoint, the parse and
-the steps applied to the stream itself, each query writing its sink the same way.
+work one micro-batch at a time: it runs two queries, each with its own checkpoint, the steps
+applied to the parsed stream itself, each query writing its sink the same way.
 
 A real-time plan (``pipeline_lib.realtime``) runs one query that Spark's own Kafka writer ends,
 record by record: no batch passes through the runner, whose reports come from the progress of
@@ -283,7 +283,10 @@ class BatchWriter(_Guarded):
             QUARANTINE_LINE: F.when(~valid, rejected_line.text),
             **{name: F.when(valid, column_named(name)) for name in self.plan.schema.fieldNames()},
         }
-        rows, _ = _apply(self.plan.steps, parsed.withColumns(readied), batch_id=0, observing=None)
+        try:
+            rows, _ = _apply(self.plan.steps, parsed.withColumns(readied), batch_id=0, observing=None)
+        except (PySparkException, ValueError, TypeError):
+            return None  # a step's bad setting: the first batch's write fails with it, as the query's error
         held = {*MARKER_COLUMNS, QUARANTINE_LINE}
         output_line = _line(output, rows, {name: column_named(name) for name in rows.columns if name not in held})
         if output_line is None:

@@ -4,6 +4,7 @@ listeners that receive them, and a quarantine in memory."""
 import json
 
 import pytest
+from pyspark.errors import PySparkException
 
 from pipeline_lib.pipeline import load_pipeline_config
 from pipeline_lib.reports import BatchReport, JsonLinesListener, Listener, RunSummary
@@ -236,6 +237,16 @@ def test_a_staged_file_that_cannot_be_moved_leaves_each_sink_its_own_write(
         moved, each = (published_lines(tmp_path / side / sink) for side in ("moved", "each"))
         assert [line.replace("/moved/", "/each/") for line in moved] == each
         assert list((tmp_path / "moved" / sink).glob("_staging/*")) == []
+
+
+def test_a_step_that_names_a_column_the_rows_lack_fails_the_run_as_the_querys_error(spark, tmp_path):
+    # The plan checks steps on the schema only in some cases; otherwise the first batch's
+    # write meets the bad setting, and the run fails with the query's error, one line for the CLI.
+    steps = [{"name": "add_processed_value", "options": {"source": "amount"}}]
+    config = files_pipeline(tmp_path, MIXED, transforms=steps)
+
+    with pytest.raises(PySparkException, match="amount"):
+        run_pipeline(spark, config, emit=lambda line: None)
 
 
 @pytest.mark.parametrize(("output_format", "staged"), [("json", [0]), ("csv", [])])
