@@ -13,6 +13,8 @@ from pipeline_lib.schema import column_named
 from pipeline_lib.sinks.base import register_sink
 from pipeline_lib.sinks.files import FileSink, FileSinkOptions, Line
 
+_MICRO_UNITS = 1_000_000
+
 
 def plain_decimal(column: Column) -> Column:
     """A double as the shortest decimal text that reads back to it, never in E notation:
@@ -33,20 +35,28 @@ def plain_decimal(column: Column) -> Column:
     +----------------+
     """
 
-    # Spark turns a double into a decimal through its shortest digits (Double.toString), so a
-    # decimal holds exactly 1715181600.123; trailing zeros and a bare point are trimmed. Six
-    # decimals below 1e10 (epoch seconds to the microsecond) fit a decimal Spark keeps in a long,
-    # cheaper to make and render than the wide one; the cast back tells when they do not.
-    def trimmed(decimal: Column) -> Column:
-        return F.rtrim(F.rtrim(decimal.cast("string"), F.lit("0")), F.lit("."))
+    # Below 2**31 (epoch seconds until 2038), a double within half a unit of its last bit of
+    # a value with at most six decimals is within 0.25 of that value's count of micro-units
+    # once multiplied by 1e6: rounding finds the count, and only one such value reads back to
+    # the double. Integer arithmetic and string functions then render it, with no decimal or
+    # big number made per row. Other doubles go through Spark's decimal, which it makes from the
+    # double's shortest digits (Double.toString), so a decimal(38,18) holds them exactly.
+    # Trailing zeros and a bare point are trimmed.
+    def trimmed(text: Column) -> Column:
+        return F.rtrim(F.rtrim(text, F.lit("0")), F.lit("."))
 
-    six = column.try_cast("decimal(16,6)")
+    micros = F.floor(column * F.lit(1e6) + F.lit(0.5))
+    magnitude = F.abs(micros)
+    fraction = magnitude % F.lit(_MICRO_UNITS)
+    whole = ((magnitude - fraction) / F.lit(_MICRO_UNITS)).cast("long")
+    six = trimmed(F.concat(whole.cast("string"), F.lit("."), F.lpad(fraction.cast("string"), 6, "0")))
+    in_micros = (F.abs(column) < F.lit(float(2**31))) & (micros / F.lit(1e6) == column)
     eighteen = column.cast("decimal(38,18)")
     in_range = F.abs(column) < F.lit(1e18)
     return (
         F.when(column == 0, F.lit("0"))
-        .when(six.cast("double") == column, trimmed(six))
-        .when(in_range & (eighteen.cast("double") == column), trimmed(eighteen))
+        .when(in_micros, F.when(column < 0, F.concat(F.lit("-"), six)).otherwise(six))
+        .when(in_range & (eighteen.cast("double") == column), trimmed(eighteen.cast("string")))
         .otherwise(column.cast("string"))
     )
 

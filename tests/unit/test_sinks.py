@@ -4,7 +4,11 @@ The runner's part of a batch (ask the ledger, write, commit, mark) is ``deliver`
 replays after a crash is delivered again with the same id and rows.
 """
 
+import decimal
+import math
+import random
 import re
+import struct
 
 import pytest
 from chispa import assert_df_equality
@@ -109,6 +113,35 @@ def test_csv_writes_doubles_as_plain_decimals(spark, rows, tmp_path):
 
     text = "".join(path.read_text() for path in sorted((tmp_path / "out").glob("batch-*.csv")))
     assert "1715181600.123" in text and "E9" not in text
+
+
+def plain_texts(spark, values):
+    from pipeline_lib.sinks.csv import plain_decimal
+
+    rows = spark.createDataFrame([(value,) for value in values], "x double")
+    return [row.text for row in rows.select(plain_decimal(F.col("x")).alias("text")).collect()]
+
+
+def shortest_plain(value):
+    """Python's shortest digits of ``value`` (repr), as plain decimal text."""
+    text = format(decimal.Decimal(repr(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def test_a_double_of_at_most_six_decimals_is_written_as_its_shortest_plain_text(spark):
+    draw = random.Random(7)
+    values = [round(draw.uniform(-(2.0**31), 2.0**31), draw.randint(0, 6)) for _ in range(3000)]
+    values += [1715181600.123, -0.5, 2147483647.999999, 0.000001, 100.0]
+
+    assert plain_texts(spark, values) == [shortest_plain(value) or "0" for value in values]
+
+
+def test_any_double_is_written_as_text_that_reads_back_to_it(spark):
+    draw = random.Random(11)
+    values = [struct.unpack("d", struct.pack("Q", draw.getrandbits(64)))[0] for _ in range(3000)]
+    values = [value for value in values if math.isfinite(value)] + [2.0**31, 9999999999.999999, 1.25e-11, 3e20]
+
+    assert [float(text) for text in plain_texts(spark, values)] == values
 
 
 def test_a_folder_ledger_keeps_the_newest_hundred_marks(spark, tmp_path):
