@@ -564,20 +564,25 @@ def measure_producer(name: str, bootstrap: str, topic: str, size: int, partition
 
 
 def measure_stream(name: str, spark, bootstrap: str, topic: str, work: Path, peaks: Peaks, clock) -> Dict[str, Any]:
-    """One stream reader's run over ``topic`` into ``work``: both timers, its counts and the
-    driver's peak memory."""
+    """One stream reader's run over ``topic`` into ``work``: both timers, its counts, the
+    driver's peak memory and the time its JVM spent collecting garbage in the call."""
+    from bench.latency_realtime import collected_ms, garbage_collectors
+
     mark = clock.mark()
     load = round(os.getloadavg()[0], 2)
+    collectors = garbage_collectors(spark)
     with peaks.measure() as window:
+        collected = collected_ms(collectors)
         started = time.perf_counter()
         outcome = STREAMS[name](spark, bootstrap, topic, work)
         call_seconds = time.perf_counter() - started
+        collected = collected_ms(collectors) - collected
     query_seconds = outcome.pop("query_seconds", None)
     if query_seconds is None:
         query_seconds = clock.seconds_since(mark)
     return {
         "query_seconds": round(query_seconds, 3), "call_seconds": round(call_seconds, 3), "load_1m": load,
-        "peak_rss_mb": window.result, **outcome,
+        "driver_jvm_gc_ms": collected, "peak_rss_mb": window.result, **outcome,
     }
 
 

@@ -68,6 +68,16 @@ def percentiles(values: List[float]) -> Dict[str, float]:
     }
 
 
+def garbage_collectors(spark) -> List[Any]:
+    """The driver JVM's garbage collectors (in local mode the executors' too)."""
+    return list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans())
+
+
+def collected_ms(collectors: List[Any]) -> int:
+    """Milliseconds ``collectors`` have spent collecting since the JVM started."""
+    return sum(collector.getCollectionTime() for collector in collectors)
+
+
 class Pauses:
     """The garbage collections of the driver JVM (Spark's, in local mode the executors' too)
     and of this Python process (the producer's and the measuring consumer's) while it is
@@ -75,21 +85,17 @@ class Pauses:
     collection time grew by so much in that interval); Python's are timed by ``gc.callbacks``."""
 
     def __init__(self, spark):
-        jvm = spark.sparkContext._jvm
-        self._beans = list(jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans())
+        self._collectors = garbage_collectors(spark)
         self.jvm: List[Tuple[float, float]] = []
         self.python: List[Tuple[float, float]] = []
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name="gc-sampler", daemon=True)
         self._started = 0.0
 
-    def _collected_ms(self) -> int:
-        return sum(bean.getCollectionTime() for bean in self._beans)
-
     def _sample(self) -> None:
-        last = self._collected_ms()
+        last = collected_ms(self._collectors)
         while not self._stop.wait(0.1):
-            now = self._collected_ms()
+            now = collected_ms(self._collectors)
             if now > last:
                 self.jvm.append((time.time(), float(now - last)))
             last = now
