@@ -132,12 +132,18 @@ class Pauses:
 
 
 def stalls(
-    sent: Dict[int, float], written: Dict[int, float], latencies: Dict[int, float], pauses: Pauses, begin: float
+    sent: Dict[int, float],
+    appended: Dict[int, float],
+    written: Dict[int, float],
+    latencies: Dict[int, float],
+    pauses: Pauses,
+    begin: float,
 ) -> List[Dict[str, Any]]:
     """The runs of records later than :data:`STALL_MS`, by send time (``begin`` the first
     send), each with the garbage collections that ended while its records waited, and where
-    its worst record waited: from its send until Spark wrote it to the output topic (its Kafka
-    timestamp), and from then until the measuring consumer read it.
+    its worst record waited: from its send until the broker appended it to the input topic
+    (``appended``: its LogAppendTime), until Spark wrote it to the output topic (``written``:
+    its timestamp there), and from then until the measuring consumer read it.
 
     A single pause of the query or of the measuring process makes every record sent during it
     late: in 6,000 records, one pause of 180 ms puts the p99 near 130 ms.
@@ -156,6 +162,9 @@ def stalls(
                     "sent_after_s": round(first - begin, 2),
                     "records": len(group),
                     "worst_ms": round(1000 * worst, 1),
+                    "worst_until_appended_ms": (
+                        round(1000 * (appended[worst_id] - worst_moment), 1) if worst_id in appended else None
+                    ),
                     "worst_until_written_ms": round(1000 * (written[worst_id] - worst_moment), 1),
                     **pauses.within(first - 0.1, last),
                 }
@@ -165,10 +174,30 @@ def stalls(
     return found
 
 
+def append_times(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> Dict[int, float]:
+    """When the broker appended each of the records 1 to ``count`` of ``topic`` (its
+    LogAppendTime), read back from the topic once the run is over."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    appended: Dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(appended) < count and time.monotonic() < deadline:
+            for message in consumer:
+                record_id = json.loads(message.value)["id"]
+                if record_id > 0:
+                    appended.setdefault(record_id, message.timestamp / 1000)
+    finally:
+        consumer.close()
+    return appended
+
+
 def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Namespace) -> Dict[str, Any]:
     """One run of ``variant`` on topics of its own: when the first record came through, and the
     latency percentiles of the records after it."""
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import NewTopic
 
     from pipeline_lib.kafka_client import KafkaSettings, ensure_topic
     from pipeline_lib.pipeline import load_pipeline_config
@@ -179,8 +208,15 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
 
     topic = f"latency-{variant}-{time.time_ns()}"
     output = f"{topic}-out"
-    for name, partitions in ((topic, args.partitions), (output, 1), (f"{topic}-quarantine", 1)):
-        ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=name), partitions, 30)
+    # The input topic stamps each record with the moment the broker appended it.
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        stamped = {"message.timestamp.type": "LogAppendTime"}
+        admin.create_topics([NewTopic(topic, args.partitions, 1, topic_configs=stamped)])
+    finally:
+        admin.close()
+    for name in (output, f"{topic}-quarantine"):
+        ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=name), 1, 30)
     config = load_pipeline_config(
         overrides={
             "kafka.bootstrap_servers": bootstrap,
@@ -271,6 +307,7 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
             runner.join(120)
         producer.close()
         consumer.close()
+    appended = append_times(bootstrap, topic, args.count)
     ordered = [latencies[record_id] for record_id in sorted(latencies)]
     after_warm_up = {record_id: latency for record_id, latency in latencies.items() if record_id > args.warm_up}
     return {
@@ -280,7 +317,7 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
         "all": percentiles(ordered),
         "after_warm_up": percentiles(ordered[args.warm_up :]) if len(ordered) > args.warm_up + 1 else None,
         **pauses.summary(),
-        "stalls_after_warm_up": stalls(sent, written, after_warm_up, pauses, begin),
+        "stalls_after_warm_up": stalls(sent, appended, written, after_warm_up, pauses, begin),
     }
 
 
