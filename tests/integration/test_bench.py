@@ -53,6 +53,8 @@ def test_bench_writes_every_key(tmp_path):
         assert 0 < low <= results[key] <= high, key
         assert len(results["latency_realtime"]["variants"][variant]["runs"]) == repeats, key
         assert all(run["received"] == 120 for run in results["latency_realtime"]["variants"][variant]["runs"])
+        for run in results["latency_realtime"]["variants"][variant]["runs"]:
+            assert run["jvm_gc_ms"] >= 0 and run["python_gc_ms"] >= 0 and isinstance(run["stalls_after_warm_up"], list)
     assert results["ratio_records"] == 20
     assert results["machine"]["cores"] >= 1 and results["machine"]["memory_gib"] > 0
     assert all(results["versions"][name] for name in ("spark", "kafka", "kafka_python", "confluent_kafka"))
@@ -67,6 +69,7 @@ def test_bench_writes_every_key(tmp_path):
     assert (results["stream"]["20"]["pipeline"]["written"], results["stream"]["20"]["pipeline"]["rejected"]) == (19, 1)
     assert results["stream_clean"]["20"]["pipeline"]["written"] == 20
     assert all(run["peak_rss_mb"] > 0 for run in results["producer"]["20"]["project"]["runs"])
+    assert all(run["driver_jvm_gc_ms"] >= 0 for name in STREAM_LABELS for run in results["stream"]["20"][name]["runs"])
     latency = results["latency"]
     assert latency["records_measured"] == latency["records_sent"] == 400
     assert all(latency[key] is not None for key in ("p50_s", "p95_s", "p99_s"))
