@@ -196,8 +196,7 @@ def append_times(bootstrap: str, topic: str, count: int, timeout: float = 30.0) 
 def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Namespace) -> Dict[str, Any]:
     """One run of ``variant`` on topics of its own: when the first record came through, and the
     latency percentiles of the records after it."""
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-    from kafka.admin import NewTopic
+    from kafka import KafkaConsumer, KafkaProducer
 
     from pipeline_lib.kafka_client import KafkaSettings, ensure_topic
     from pipeline_lib.pipeline import load_pipeline_config
@@ -209,12 +208,8 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
     topic = f"latency-{variant}-{time.time_ns()}"
     output = f"{topic}-out"
     # The input topic stamps each record with the moment the broker appended it.
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        stamped = {"message.timestamp.type": "LogAppendTime"}
-        admin.create_topics([NewTopic(topic, args.partitions, 1, topic_configs=stamped)])
-    finally:
-        admin.close()
+    stamped = {"message.timestamp.type": "LogAppendTime"}
+    ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), args.partitions, 30, 1, stamped)
     for name in (output, f"{topic}-quarantine"):
         ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=name), 1, 30)
     config = load_pipeline_config(
@@ -244,7 +239,7 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
                 return super()._configure(reader).option("kafka.fetch.max.wait.ms", "10")
 
         source = TunedKafkaSource(plan.config.source.options, plan.config.kafka)  # type: ignore[arg-type]
-        routed = records(replace(plan.config, source=source), plan.schema, plan.steps, source.read_stream(spark))
+        routed = records(replace(plan.config, source=source), plan.schema, plan.parse, plan.steps, source.read_stream(spark))
         query = (
             kafka_writer(plan.config, routed.writeStream)
             .option("kafka.linger.ms", "0")

@@ -13,7 +13,7 @@ import re
 import ssl
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Literal, Optional
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic, OffsetSpec
@@ -398,10 +398,15 @@ def earliest_offsets(kafka: KafkaSettings, timeout: float) -> Dict[int, int]:
 
 
 def ensure_topic(
-    kafka: KafkaSettings, partitions: int, timeout: float, replication_factor: Optional[int] = None
+    kafka: KafkaSettings,
+    partitions: int,
+    timeout: float,
+    replication_factor: Optional[int] = None,
+    configs: Optional[Mapping[str, str]] = None,
 ) -> int:
-    """Create ``kafka.topic`` with ``partitions`` if missing: its replication factor when this
-    call created it (true), 0 when the topic was there (false).
+    """Create ``kafka.topic`` with ``partitions`` (and the topic ``configs``, such as
+    ``{"retention.ms": "3600000"}``) if missing: its replication factor when this call created
+    it (true), 0 when the topic was there (false); a topic that was there keeps its own configs.
 
     ``replication_factor`` None: 3 when the cluster has three brokers or more, else 1. A
     factor above the cluster's brokers is a :class:`ConfigError` (``replication_factor``). The
@@ -421,7 +426,8 @@ def ensure_topic(
             if kafka.topic in admin.list_topics():
                 return 0
             replicas = replication_factor if replication_factor is not None else (3 if brokers >= 3 else 1)
-            admin.create_topics([NewTopic(kafka.topic, partitions, replicas)], timeout_ms=int(timeout * 1000))
+            topic = NewTopic(kafka.topic, partitions, replicas, topic_configs=dict(configs or {}))
+            admin.create_topics([topic], timeout_ms=int(timeout * 1000))
             return replicas
     except TopicAlreadyExistsError:
         return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, replace
-from functools import cached_property
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pyspark.errors import PySparkException
@@ -49,6 +48,9 @@ class Plan:
     config: PipelineConfig
     steps: Tuple[Step, ...]
     queries: Tuple[Query, ...]
+    # The parse stage (``parse_json`` as configured), applied to the stream: Spark parses each
+    # micro-batch with it. The one the checks applied, so its columns are made once a run.
+    parse: Transform
     schema: StructType = RECORD_SCHEMA  # of the records, read by Spark from the configuration's DDL
     offsets_lost: Tuple[PartitionOffsets, ...] = ()  # deleted before they were read; the run skips them
 
@@ -62,12 +64,6 @@ class Plan:
     def keeps_rows(self) -> bool:
         """Whether every step keeps every row, so the output's count is the parse's."""
         return all(step.keeps_rows for step in self.steps)
-
-    @cached_property
-    def parse(self) -> Transform:
-        """The parse stage (``parse_json`` as configured), applied to the stream: Spark parses
-        each micro-batch with it."""
-        return self.config.parse(self.schema)
 
     @property
     def sinks(self) -> Dict[str, Sink]:
@@ -133,15 +129,16 @@ def make_plan(config: PipelineConfig, spark: Optional[SparkSession] = None) -> P
     _check_folders(config)
     schema = RECORD_SCHEMA if config.schema is None else _record_schema(config, spark)
     steps = tuple(_built(index, spec, schema) for index, spec in enumerate(config.transforms))
+    parse = config.parse(schema)
     if is_real_time(config.trigger):
         realtime.check_settings(config, steps)
     # Settings first, the world after: a bad option is named even when the broker is down.
     partitioned = any(_partition_columns(sink) for sink in config.sinks.values())
     if config.schema is not None or partitioned or any(step.checked_on_schema or step.stateful for step in steps):
-        config = _check_on_schema(config, schema, steps, spark)
+        config = _check_on_schema(config, schema, parse, steps, spark)
     config.source.check()
     if is_real_time(config.trigger):
-        realtime.check_on_spark(config, schema, steps, _session(config, spark))
+        realtime.check_on_spark(config, schema, parse, steps, _session(config, spark))
     stateful = any(step.stateful for step in steps)
     # A stateful plan runs a query per sink, each with a checkpoint of its own under the one given.
     groups: List[Tuple[str, str, Tuple[str, ...]]] = (
@@ -163,7 +160,7 @@ def make_plan(config: PipelineConfig, spark: Optional[SparkSession] = None) -> P
             for part in config.source.offsets_lost(query.checkpoint)
         )
     )
-    return Plan(config, steps, queries, schema, offsets_lost)
+    return Plan(config, steps, queries, parse, schema, offsets_lost)
 
 
 def _built(index: int, spec, schema: StructType) -> Step:
@@ -203,7 +200,11 @@ def _check_folders(config: PipelineConfig) -> None:
 
 
 def _check_on_schema(
-    config: PipelineConfig, schema: StructType, steps: Tuple[Step, ...], spark: Optional[SparkSession]
+    config: PipelineConfig,
+    schema: StructType,
+    parse: Transform,
+    steps: Tuple[Step, ...],
+    spark: Optional[SparkSession],
 ) -> PipelineConfig:
     """Apply the parse and the steps to the schema of the source's rows: a bad option (SQL that
     does not parse, a column the rows lack) is then a :class:`ConfigError` naming the transform,
@@ -216,7 +217,7 @@ def _check_on_schema(
     except (PySparkException, PipelineError) as error:
         raise ConfigError("source", str(error).splitlines()[0]) from error
     try:
-        parsed = source.transform(config.parse(schema))
+        parsed = source.transform(parse)
     except (PySparkException, ValueError) as error:
         raise ConfigError("schema", str(error).splitlines()[0]) from error
     rows = parsed.transform(valid_records())

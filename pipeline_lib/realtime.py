@@ -41,7 +41,7 @@ from pipeline_lib.reports import BatchReport
 from pipeline_lib.schema import column_named
 from pipeline_lib.sinks.kafka import KafkaSink
 from pipeline_lib.sources.kafka import KafkaSource
-from pipeline_lib.steps import Step
+from pipeline_lib.steps import Step, Transform
 from pipeline_lib.transforms import (
     ERROR_COLUMN,
     MARKER_COLUMNS,
@@ -93,7 +93,9 @@ def check_settings(config: PipelineConfig, steps: Sequence[Step]) -> None:
             )
 
 
-def check_on_spark(config: PipelineConfig, schema: StructType, steps: Sequence[Step], spark: SparkSession) -> None:
+def check_on_spark(
+    config: PipelineConfig, schema: StructType, parse: Transform, steps: Sequence[Step], spark: SparkSession
+) -> None:
     """What only Spark and the broker tell: the interval is not below Spark's minimum; the steps,
     on the rows' schema, keep the columns the quarantine carries and plan to operators that
     real-time mode runs; on a local master, Spark has a task slot for each partition of the topic."""
@@ -111,7 +113,7 @@ def check_on_spark(config: PipelineConfig, schema: StructType, steps: Sequence[S
     # written; an empty batch of the source's schema plans to the same operators, and Spark's
     # own allowlist of real-time operators judges them.
     source = _kafka_source(config).read_stream(spark)
-    parsed = spark.createDataFrame(spark.sparkContext.emptyRDD(), source.schema).transform(config.parse(schema))
+    parsed = spark.createDataFrame(spark.sparkContext.emptyRDD(), source.schema).transform(parse)
     fields = _quarantine_fields(parsed, schema)
     allowed = _allowed_operators(spark)
     rows = parsed
@@ -141,10 +143,13 @@ def check_on_spark(config: PipelineConfig, schema: StructType, steps: Sequence[S
     _check_task_slots(config, spark)
 
 
-def records(config: PipelineConfig, schema: StructType, steps: Sequence[Step], source: DataFrame) -> DataFrame:
-    """The rows of ``source`` (the raw payloads and where they were read) parsed, through the
-    steps, as Kafka records: ``key``, ``value`` (JSON) and the ``topic`` each goes to."""
-    parsed = source.transform(config.parse(schema))
+def records(
+    config: PipelineConfig, schema: StructType, parse: Transform, steps: Sequence[Step], source: DataFrame
+) -> DataFrame:
+    """The rows of ``source`` (the raw payloads and where they were read) parsed by ``parse``
+    (of the records' ``schema``), through the steps, as Kafka records: ``key``, ``value`` (JSON)
+    and the ``topic`` each goes to."""
+    parsed = source.transform(parse)
     rows = parsed
     for index, step in enumerate(steps):
         rows = _step(rows, index, step)

@@ -53,6 +53,7 @@ from pipeline_lib.reports import BatchReport, ConsoleListener, Listener, Partiti
 from pipeline_lib.schema import column_named
 from pipeline_lib.sinks import Sink, ledger_for
 from pipeline_lib.sinks.files import FileSink, Line, Route, RoutedLines, can_stage_together, stage_in_one_pass
+from pipeline_lib.sinks.folders import RenameError
 from pipeline_lib.steps import Step
 from pipeline_lib.transforms import (
     ERROR_COLUMN,
@@ -130,7 +131,7 @@ def _streams(plan: Plan, spark: SparkSession) -> Dict[str, DataFrame]:
     with the steps applied (output) and its rejects (quarantine)."""
     source = plan.config.source.read_stream(spark)
     if plan.real_time:
-        return {plan.queries[0].name: records(plan.config, plan.schema, plan.steps, source)}
+        return {plan.queries[0].name: records(plan.config, plan.schema, plan.parse, plan.steps, source)}
     parsed = source.transform(plan.parse)
     if not plan.stateful:
         return {plan.queries[0].name: parsed}
@@ -326,7 +327,7 @@ class BatchWriter(_Guarded):
         rows, counts = _parse_counts(rows, batch_id, observing=True)
         try:
             stage_in_one_pass(rows, self.one_pass.lines, batch_id)
-        except OSError:  # a staged file could not be moved into its sink's folder
+        except RenameError:  # a staged file could not be moved into its sink's folder
             self.one_pass = None  # as it would fail again (two viewfs mount points)
             return None
         written, rejected = counts()["valid"], counts()["rejected"]

@@ -6,6 +6,7 @@ import itertools
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Tuple
 
@@ -37,6 +38,19 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture
+def viewfs(spark, tmp_path):
+    """Hadoop's viewfs over two local folders, ``tmp_path/a`` and ``tmp_path/b``: a file system
+    of Hadoop's own (not the local one), whose two mount points refuse a rename across them.
+    Returns a function giving the URI of a path under a mount point (``viewfs("a/out")``)."""
+    table = f"t{uuid.uuid4().hex[:12]}"
+    configuration = spark.sparkContext._jsc.hadoopConfiguration()
+    for mount in ("a", "b"):
+        (tmp_path / mount).mkdir()
+        configuration.set(f"fs.viewfs.mounttable.{table}.link./{mount}", (tmp_path / mount).as_uri())
+    return lambda path: f"viewfs://{table}/{path}"
 
 
 @pytest.fixture(scope="session")

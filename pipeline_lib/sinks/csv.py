@@ -13,7 +13,9 @@ from pipeline_lib.schema import column_named
 from pipeline_lib.sinks.base import register_sink
 from pipeline_lib.sinks.files import FileSink, FileSinkOptions, Line
 
-_MICRO_UNITS = 1_000_000
+# The fast path of plain_decimal: values with at most this many decimals.
+_MICRO_DIGITS = 6
+_MICRO_UNITS = 10**_MICRO_DIGITS
 
 
 def plain_decimal(column: Column) -> Column:
@@ -37,7 +39,7 @@ def plain_decimal(column: Column) -> Column:
 
     # Below 2**31 (epoch seconds until 2038), a double within half a unit of its last bit of
     # a value with at most six decimals is within 0.25 of that value's count of micro-units
-    # once multiplied by 1e6: rounding finds the count, and only one such value reads back to
+    # once multiplied by a million: rounding finds the count, and only one such value reads back to
     # the double. Integer arithmetic and string functions then render it, with no decimal or
     # big number made per row. Other doubles go through Spark's decimal, which it makes from the
     # double's shortest digits (Double.toString), so a decimal(38,18) holds them exactly.
@@ -45,17 +47,18 @@ def plain_decimal(column: Column) -> Column:
     def trimmed(text: Column) -> Column:
         return F.rtrim(F.rtrim(text, F.lit("0")), F.lit("."))
 
-    micros = F.floor(column * F.lit(1e6) + F.lit(0.5))
+    micros = F.floor(column * F.lit(float(_MICRO_UNITS)) + F.lit(0.5))
     magnitude = F.abs(micros)
     fraction = magnitude % F.lit(_MICRO_UNITS)
     whole = ((magnitude - fraction) / F.lit(_MICRO_UNITS)).cast("long")
-    six = trimmed(F.concat(whole.cast("string"), F.lit("."), F.lpad(fraction.cast("string"), 6, "0")))
-    in_micros = (F.abs(column) < F.lit(float(2**31))) & (micros / F.lit(1e6) == column)
+    decimals = F.lpad(fraction.cast("string"), _MICRO_DIGITS, "0")
+    from_micros = trimmed(F.concat(whole.cast("string"), F.lit("."), decimals))
+    in_micros = (F.abs(column) < F.lit(float(2**31))) & (micros / F.lit(float(_MICRO_UNITS)) == column)
     eighteen = column.cast("decimal(38,18)")
     in_range = F.abs(column) < F.lit(1e18)
     return (
         F.when(column == 0, F.lit("0"))
-        .when(in_micros, F.when(column < 0, F.concat(F.lit("-"), six)).otherwise(six))
+        .when(in_micros, F.when(column < 0, F.concat(F.lit("-"), from_micros)).otherwise(from_micros))
         .when(in_range & (eighteen.cast("double") == column), trimmed(eighteen.cast("string")))
         .otherwise(column.cast("string"))
     )
@@ -101,14 +104,14 @@ class CsvSink(FileSink):
         super().__init__(options)
         # The stored columns of each schema written, made once: making them takes a call to
         # the JVM for each function of each column, more than a small batch's write.
-        self._stored: Dict[str, List[Column]] = {}
+        self._stored_by_schema: Dict[str, List[Column]] = {}
 
     def prepare(self, df: DataFrame) -> DataFrame:
         schema = df.schema
         key = schema.json()
-        if key not in self._stored:
-            self._stored[key] = _stored_fields(schema)
-        return df.select(*self._stored[key])
+        if key not in self._stored_by_schema:
+            self._stored_by_schema[key] = _stored_fields(schema)
+        return df.select(*self._stored_by_schema[key])
 
     def line(self, columns: Mapping[str, Column], schema: StructType) -> Optional[Line]:
         # Spark's to_csv renders a row with the CSV writer's own generator and default options.

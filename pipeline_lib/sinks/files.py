@@ -31,7 +31,8 @@ from pyspark.sql.types import StructType
 
 from pipeline_lib.config import comma_separated
 from pipeline_lib.sinks.base import Sink, SinkOptions
-from pipeline_lib.sinks.ledger import MARKS_KEPT, HadoopFolder
+from pipeline_lib.sinks.folders import Folder
+from pipeline_lib.sinks.ledger import MARKS_KEPT
 
 STAGING = "_staging"
 PUBLISHING = "_publishing"
@@ -81,29 +82,6 @@ class FileSinkOptions(SinkOptions):
             if set(self.columns) <= set(self.partition_by):
                 raise ValueError("partition_by: leaves no column to write in the files")
         return self
-
-
-class _Folder(HadoopFolder):
-    """The sink's folder, with what a partitioned batch needs besides names in one folder."""
-
-    def files(self, folder: str, depth: int) -> List[str]:
-        """The files Spark wrote in ``folder`` (``part-*``) under ``depth`` levels of partition
-        folders (``key=value``), as paths relative to ``folder``, sorted."""
-        pattern = f"{folder}/" + "*=*/" * depth + "part-*"
-        found = []
-        for status in self._fs.globStatus(self._hadoop(pattern)) or []:
-            path, names = status.getPath(), []
-            for _ in range(depth + 1):
-                names.append(path.getName())
-                path = path.getParent()
-            found.append("/".join(reversed(names)))
-        return sorted(found)
-
-    def make_folders(self, name: str) -> None:
-        self._fs.mkdirs(self._hadoop(name))
-
-    def file_system(self) -> str:
-        return str(self._fs.getUri().toString())
 
 
 def published_names(parts: List[str], batch_id: int, extension: str) -> List[str]:
@@ -159,9 +137,9 @@ class FileSink(Sink):
         partitions = self.options.partition_by
         return super().describe() + (f" partitioned by {', '.join(partitions)}" if partitions else "")
 
-    def _clear(self, spark: SparkSession, batch_id: int) -> _Folder:
+    def _clear(self, spark: SparkSession, batch_id: int) -> Folder:
         """The sink's folder, without what an earlier attempt at batch ``batch_id`` left."""
-        folder = _Folder(spark, self.location)
+        folder = Folder(spark, self.location)
         listed = f"{PUBLISHING}/{batch_id}"
         # An interrupted attempt published these already. Removed before the batch is staged
         # again, so that a reader globbing into _staging never sees a row in both places.
@@ -191,7 +169,7 @@ class FileSink(Sink):
         writer.save(folder.path(staging))
 
     def commit(self, spark: SparkSession, batch_id: int, row_count: int) -> None:
-        folder = _Folder(spark, self.location)
+        folder = Folder(spark, self.location)
         listed = f"{PUBLISHING}/{batch_id}"
         staging = f"{STAGING}/batch-{batch_id}"
         # An empty batch leaves an empty file or a bare header: publish nothing.
@@ -224,7 +202,7 @@ def can_stage_together(spark: SparkSession, sinks: Sequence[FileSink]) -> bool:
     one file system that renames without copying (staged files are moved into each), and no file
     rolled over mid-task by ``spark.sql.files.maxRecordsPerFile`` (each file's header is written
     by its task's first row)."""
-    systems = {_Folder(spark, sink.location).file_system() for sink in sinks}
+    systems = {Folder(spark, sink.location).file_system() for sink in sinks}
     splits = {sink.options.max_files_per_batch for sink in sinks}
     rolled = int(spark.conf.get("spark.sql.files.maxRecordsPerFile") or 0) > 0
     renaming = all(system.split(":", 1)[0] in RENAMING_FILE_SYSTEMS for system in systems)

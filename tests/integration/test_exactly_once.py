@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pipeline_lib.sinks import ledger
+from pipeline_lib.sinks import folders
 from tests.conftest import send_raw
 from tests.integration.test_faults import assert_each_once, plain_reader_ids
 from tests.integration.test_pipeline import produce, read_csv, read_quarantine, stream
@@ -32,7 +32,7 @@ def crash_at(monkeypatch):
     """Make the sinks' folder operation ``name`` fail on its ``nth`` call, as a kill would."""
 
     def arm(name, nth):
-        original = getattr(ledger.HadoopFolder, name)
+        original = getattr(folders.Folder, name)
         calls = []
 
         def failing(self, *args):
@@ -41,8 +41,8 @@ def crash_at(monkeypatch):
                 raise InjectedCrash(f"{name} call {nth}")
             return original(self, *args)
 
-        monkeypatch.setattr(ledger.HadoopFolder, name, failing)
-        return lambda: monkeypatch.setattr(ledger.HadoopFolder, name, original)
+        monkeypatch.setattr(folders.Folder, name, failing)
+        return lambda: monkeypatch.setattr(folders.Folder, name, original)
 
     return arm
 

@@ -134,6 +134,17 @@ def test_producer_sends_every_record_acknowledged_with_the_leader_killed(kafka_c
         kafka_cluster.start_node(leader)
 
 
+def test_a_created_topic_takes_the_configs_given(bootstrap, topic):
+    ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 1, 30, configs={"retention.ms": "3600000"})
+
+    client = admin(bootstrap)
+    try:
+        configs = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        client.close()
+    assert configs["topic"][topic]["retention.ms"]["value"] == "3600000"
+
+
 def test_single_node_still_defaults_to_replication_factor_one(bootstrap, topic):
     created = ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 1, 30)
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType
 
-from pipeline_lib.kafka_client import KafkaSettings, earliest_offsets
+from pipeline_lib.kafka_client import KafkaSettings, earliest_offsets, ensure_topic
 from tests.helpers import ROOT, job
 from tests.integration.test_pipeline import assert_ids_once, produce, read_csv, stream
 
@@ -125,11 +125,7 @@ def retention_deletes_up_to(bootstrap, topic, offset, timeout=60):
 def create_rolling_topic(bootstrap, topic):
     """A topic whose segments roll after 100 ms, so that its records sit in closed segments, which
     retention deletes. (segment.bytes cannot go below 1 MiB on Kafka 4, so time rolls them.)"""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"segment.ms": "100"})])
-    finally:
-        admin.close()
+    ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), 1, 30, configs={"segment.ms": "100"})
 
 
 def stopped_past_retention(spark, bootstrap, topic, folder):

@@ -211,24 +211,41 @@ def test_a_rejected_row_goes_through_the_steps_of_a_one_pass_write_with_its_fiel
     assert (summary.written, summary.quarantined) == (3, 2)
 
 
+@pytest.mark.parametrize("quarantine", ["a/quarantine", "b/quarantine"])
+def test_sinks_on_a_file_system_of_hadoops_own_write_each_record_once(spark, tmp_path, viewfs, one_passes, quarantine):
+    # Two viewfs mount points refuse the one pass's moves: each sink then gets its own write.
+    output = "a/output"
+    config = files_pipeline(tmp_path, MIXED, **{"output.path": viewfs(output), "quarantine.path": viewfs(quarantine)})
+
+    summary = run_pipeline(spark, config, emit=lambda line: None)
+    again = run_pipeline(spark, config, emit=lambda line: None)
+
+    assert (one_passes, (summary.written, summary.quarantined), again.batches) == ([0], (3, 2), 0)
+    written = published_lines(tmp_path / output)
+    assert (len(written), written.count("id,value,timestamp,processed_value")) == (4, 1)
+    assert len(published_lines(tmp_path / quarantine)) == 2
+    assert list((tmp_path / output).glob("_staging/*")) == []
+    assert (tmp_path / output / "_batches" / "0").exists()
+
+
 @pytest.mark.parametrize(("lines", "failing_move"), [(MIXED, 1), (MIXED, 2), (GOOD, 1)])
 def test_a_staged_file_that_cannot_be_moved_leaves_each_sink_its_own_write(
     spark, tmp_path, monkeypatch, one_passes, lines, failing_move
 ):
-    from pipeline_lib.sinks.ledger import HadoopFolder
+    from pipeline_lib.sinks.folders import Folder, RenameError
 
-    real, moves = HadoopFolder.move, []
+    real, moves = Folder.move, []
 
     def failing(self, source, folder, target):
         moves.append(target)
         if len(moves) == failing_move:
-            raise OSError(f"could not rename {source}")
+            raise RenameError(f"could not rename {source}")
         real(self, source, folder, target)
 
-    monkeypatch.setattr(HadoopFolder, "move", failing)
+    monkeypatch.setattr(Folder, "move", failing)
     (tmp_path / "moved").mkdir(), (tmp_path / "each").mkdir()
     summaries = [run_pipeline(spark, files_pipeline(tmp_path / "moved", lines), emit=lambda line: None)]
-    monkeypatch.setattr(HadoopFolder, "move", real)
+    monkeypatch.setattr(Folder, "move", real)
     summaries.append(run_pipeline(spark, files_pipeline(tmp_path / "each", lines), emit=lambda line: None))
 
     assert (one_passes, len(moves)) == ([0, 0], failing_move)

@@ -19,7 +19,6 @@ from pipeline_lib.kafka_client import KafkaSettings
 from pipeline_lib.run import deliver
 from pipeline_lib.sinks import FolderLedger, MemoryLedger, Sink, build_sink, ledger_for
 from pipeline_lib.sinks.files import PUBLISHING, STAGING, Route, RoutedLines, can_stage_together, stage_in_one_pass
-from pipeline_lib.sinks.ledger import HadoopFolder
 from pipeline_lib.sinks.memory import MemorySink
 
 FILE_FORMATS = ["csv", "json", "parquet"]
@@ -153,15 +152,6 @@ def test_a_folder_ledger_keeps_the_newest_hundred_marks(spark, tmp_path):
     assert (ledger.written(49), ledger.written(50), ledger.written(149)) == (False, True, True)
     assert FolderLedger.has_history(str(tmp_path / "out"))
     assert not FolderLedger.has_history(str(tmp_path / "elsewhere"))
-
-
-def test_a_move_the_file_system_throws_on_is_an_os_error_naming_both_paths(spark, tmp_path):
-    # The local file system falls back to a copy when a rename fails, and the copy throws for
-    # a file that is not there, as viewfs's rename throws across mount points.
-    source, target = HadoopFolder(spark, str(tmp_path / "a")), HadoopFolder(spark, str(tmp_path / "b"))
-
-    with pytest.raises(OSError, match=r"a/missing\.txt to .*b/moved\.txt: java\.io\.FileNotFoundException"):
-        source.move("missing.txt", target, "moved.txt")
 
 
 def test_a_memory_ledger_is_shared_by_sinks_of_one_key_and_forgets_on_request():
