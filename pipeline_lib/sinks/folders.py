@@ -13,8 +13,9 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import urllib.parse
 import weakref
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Union
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
@@ -77,81 +78,96 @@ class _HadoopFiles:
 
 
 class _LocalFiles:
-    """The same operations on local paths, as Hadoop's local file system does them: a file
-    created makes its folders, a rename never replaces what is at the target."""
+    """The same operations on local paths (``/data/out`` or ``file:///data/out``), as Hadoop's
+    local file system does them: a file created makes its folders, a rename never replaces what
+    is at the target."""
 
     uri = LOCAL_FILE_SYSTEM
 
     def exists(self, path: str) -> bool:
-        return os.path.lexists(path)
+        return os.path.lexists(_local(path))
 
     def matches(self, folder: str, pattern: str) -> List[str]:
-        return [os.path.relpath(path, folder) for path in glob.glob(os.path.join(glob.escape(folder), pattern))]
+        local = _local(folder)
+        return [os.path.relpath(path, local) for path in glob.glob(os.path.join(glob.escape(local), pattern))]
 
     def delete(self, path: str) -> None:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+        local = _local(path)
+        if os.path.isdir(local) and not os.path.islink(local):
+            shutil.rmtree(local)
             return
-        head, tail = os.path.split(path)
-        for name in (path, os.path.join(head, f".{tail}.crc")):  # and the checksum Hadoop wrote with it
+        for name in (local, _checksum(local)):
             if os.path.lexists(name):
                 os.remove(name)
 
     def rename(self, source: str, target: str) -> None:
-        if os.path.lexists(target):
+        if os.path.lexists(_local(target)):
             raise FileExistsError(f"{target} exists")
-        os.rename(source, target)
+        os.rename(_local(source), _local(target))
 
     def write(self, path: str, text: str) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        local = _local(path)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        if os.path.lexists(_checksum(local)):  # Hadoop would check the new text against it
+            os.remove(_checksum(local))
         try:
-            with open(path, "w", encoding="utf-8") as file:
+            with open(local, "w", encoding="utf-8") as file:
                 file.write(text)
         except OSError as error:  # a failed write or close names no file: a full disk would name no folder
-            raise OSError(error.errno, error.strerror, path) from error
+            raise OSError(error.errno, error.strerror, local) from error
 
     def read(self, path: str) -> str:
-        with open(path, encoding="utf-8") as file:
+        with open(_local(path), encoding="utf-8") as file:
             return file.read()
 
     def make_folders(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(_local(path), exist_ok=True)
+
+
+def _local(path: str) -> str:
+    """A local path as the operating system names it: ``file:///data/out`` is ``/data/out``."""
+    return urllib.parse.urlsplit(path).path if path.startswith("file:") else path
+
+
+def _checksum(path: str) -> str:
+    """The checksum file Hadoop's local file system writes beside ``path``."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.crc")
 
 
 _Files = Union[_HadoopFiles, _LocalFiles]
 
 
-class _Jvm:
-    """What a JVM's folders share: Hadoop's Path and commons-io's IOUtils (a lookup costs a
-    round trip for each name of the package path), and which locations are local, by their
-    local path (finding a location's file system takes several round trips, and a batch opens a
-    dozen folders). Other file systems are looked up for each folder, as Hadoop caches them and
-    drops those closed."""
+class _Shared:
+    """What the folders of one SparkContext share: Hadoop's Path and commons-io's IOUtils (a
+    lookup costs a round trip for each name of the package path), and which locations are local
+    (finding a location's file system takes several round trips, and a batch opens a dozen
+    folders). Other file systems are looked up for each folder, as Hadoop caches them and drops
+    those closed."""
 
     def __init__(self, jvm: Any):
         self.path_class, self.io = jvm.org.apache.hadoop.fs.Path, jvm.org.apache.commons.io.IOUtils
-        self.local_paths: Dict[str, Optional[str]] = {}
+        self.local: Dict[str, bool] = {}
 
 
-_JVMS: "weakref.WeakKeyDictionary[Any, _Jvm]" = weakref.WeakKeyDictionary()
+# By SparkContext: a new one may name another default file system, in the same JVM.
+_SHARED: "weakref.WeakKeyDictionary[Any, _Shared]" = weakref.WeakKeyDictionary()
 
 
-def _files_of(spark: SparkSession, location: str) -> Tuple[str, _Files]:
-    """The root of ``location`` as its file operations name it, and those operations."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None, "a SparkContext with its JVM"
-    if jvm not in _JVMS:
-        _JVMS[jvm] = _Jvm(jvm)
-    shared = _JVMS[jvm]
-    if location not in shared.local_paths:
-        path = shared.path_class(location)
-        is_local = str(path.getFileSystem(_configuration(spark)).getUri().getScheme()) == "file"
-        shared.local_paths[location] = (str(path.toUri().getPath()).rstrip("/") or "/") if is_local else None
-    local = shared.local_paths[location]
-    if local is not None:
-        return local, _LocalFiles()
+def _files_of(spark: SparkSession, location: str) -> _Files:
+    """The file operations of ``location``."""
+    context = spark.sparkContext
+    if context not in _SHARED:
+        assert context._jvm is not None, "a SparkContext with its JVM"
+        _SHARED[context] = _Shared(context._jvm)
+    shared = _SHARED[context]
+    if location not in shared.local:
+        scheme = shared.path_class(location).getFileSystem(_configuration(spark)).getUri().getScheme()
+        shared.local[location] = str(scheme) == "file"
+    if shared.local[location]:
+        return _LocalFiles()
     file_system = shared.path_class(location).getFileSystem(_configuration(spark))
-    return location, _HadoopFiles(file_system, shared.path_class, shared.io)
+    return _HadoopFiles(file_system, shared.path_class, shared.io)
 
 
 def _configuration(spark: SparkSession) -> Any:
@@ -163,7 +179,10 @@ class Folder:
     relative to it."""
 
     def __init__(self, spark: SparkSession, location: str):
-        self.root, self._files = _files_of(spark, location if "://" in location else os.path.abspath(location))
+        # The root as Spark is given it, with its scheme: without one, Spark takes the default
+        # file system's.
+        self.root = location if "://" in location else os.path.abspath(location)
+        self._files = _files_of(spark, self.root)
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"

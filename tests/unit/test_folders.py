@@ -79,6 +79,17 @@ def test_a_move_across_viewfs_mount_points_is_an_os_error_naming_both_paths(spar
         source.move("part-0", target, "part-0")
 
 
+def test_lines_written_over_a_file_hadoop_wrote_drop_its_stale_checksum(spark, tmp_path):
+    hadoop = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(str(tmp_path / "list"))
+    stream = hadoop.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(hadoop, True)
+    stream.write(bytearray("before\n", "utf-8"))
+    stream.close()
+
+    Folder(spark, str(tmp_path)).write_lines("list", ["after"])
+
+    assert [row.value for row in spark.read.text(str(tmp_path / "list")).collect()] == ["after"]
+
+
 def test_a_local_folder_is_worked_on_without_hadoops_checksum_files(spark, tmp_path):
     folder = Folder(spark, str(tmp_path / "out"))
 
@@ -94,4 +105,6 @@ def test_a_file_uri_is_a_local_folder(spark, tmp_path):
 
     folder.touch("_batches/0")
 
-    assert (folder.root, (tmp_path / "out" / "_batches" / "0").exists()) == (str(tmp_path / "out"), True)
+    # Spark is given the URI as it is: a path without its scheme would be on the default file system.
+    assert (folder.path("_batches"), folder.file_system()) == (f"{(tmp_path / 'out').as_uri()}/_batches", LOCAL_FILE_SYSTEM)
+    assert (tmp_path / "out" / "_batches" / "0").exists()
