@@ -209,7 +209,7 @@ def measure(spark, bootstrap: str, work: Path, variant: str, args: argparse.Name
     output = f"{topic}-out"
     # The input topic stamps each record with the moment the broker appended it.
     stamped = {"message.timestamp.type": "LogAppendTime"}
-    ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), args.partitions, 30, 1, stamped)
+    ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), args.partitions, 30, replication_factor=1, configs=stamped)
     for name in (output, f"{topic}-quarantine"):
         ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=name), 1, 30)
     config = load_pipeline_config(

@@ -240,11 +240,12 @@ def stage_in_one_pass(rows: DataFrame, lines: RoutedLines, batch_id: int) -> Non
     if most:
         rows = rows.coalesce(most)
     # Unsorted, a task writes its rows to each route's file in their order, so the first row
-    # of a route in a task, which carries the header, starts its file: Spark sorts them by route
-    # first when the planned write is on, or when more routes than writers are open at once.
+    # of a route in a task, which carries the header, starts its file. Spark sorts them by route
+    # first when the planned write is on; and a task whose open writers reach the most allowed
+    # sorts the rest of its rows (buffering them), so one more than the routes is allowed.
     unsorted = {
         "spark.sql.optimizer.plannedWrite.enabled": "false",
-        "spark.sql.maxConcurrentOutputFileWriters": str(len(routes)),
+        "spark.sql.maxConcurrentOutputFileWriters": str(len(routes) + 1),
     }
     with _session_settings(spark, unsorted):
         (

@@ -108,8 +108,9 @@ class _LocalFiles:
     def write(self, path: str, text: str) -> None:
         local = _local(path)
         os.makedirs(os.path.dirname(local), exist_ok=True)
-        if os.path.lexists(_checksum(local)):  # Hadoop would check the new text against it
-            os.remove(_checksum(local))
+        checksum = _checksum(local)
+        if os.path.lexists(checksum):  # Hadoop would check the new text against it
+            os.remove(checksum)
         try:
             with open(local, "w", encoding="utf-8") as file:
                 file.write(text)
@@ -161,12 +162,14 @@ def _files_of(spark: SparkSession, location: str) -> _Files:
         assert context._jvm is not None, "a SparkContext with its JVM"
         _SHARED[context] = _Shared(context._jvm)
     shared = _SHARED[context]
-    if location not in shared.local:
-        scheme = shared.path_class(location).getFileSystem(_configuration(spark)).getUri().getScheme()
-        shared.local[location] = str(scheme) == "file"
-    if shared.local[location]:
+    known_local = shared.local.get(location)
+    if known_local:
         return _LocalFiles()
     file_system = shared.path_class(location).getFileSystem(_configuration(spark))
+    if known_local is None:
+        shared.local[location] = str(file_system.getUri().getScheme()) == "file"
+        if shared.local[location]:
+            return _LocalFiles()
     return _HadoopFiles(file_system, shared.path_class, shared.io)
 
 
