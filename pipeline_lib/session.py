@@ -19,6 +19,11 @@ CLASS_ARCHIVE_ENV = "PIPELINE_CLASS_ARCHIVE"
 # In a checkout, `make spark-classes` writes the driver's class archive here (infra/spark/archive-classes).
 CHECKOUT_CLASS_ARCHIVE = Path(__file__).resolve().parent.parent / "infra" / "spark" / "classes" / "driver.jsa"
 
+# HotSpot leaves a method of over 8,000 bytes of bytecode to the interpreter. The code Spark
+# generates for the parse's checks and the one-pass write's lines passes that size once a schema
+# is a few fields wider than the seed's, and its batches then take up to 1.8 times as long.
+JIT_OPTIONS = "-XX:-DontCompileHugeMethods"
+
 LOCAL_DEFAULTS = {
     # Two cores here; the default of 200 shuffle partitions makes tiny batches crawl.
     "spark.sql.shuffle.partitions": "4",
@@ -26,6 +31,8 @@ LOCAL_DEFAULTS = {
     "spark.ui.showConsoleProgress": "false",
     # Source options holding secrets (JAAS config, PEM key) are masked in plans and the UI.
     "spark.sql.redaction.options.regex": "(?i)url|jaas|password|keystore\\.key",
+    # The driver's own JVM takes JIT_OPTIONS from its command line (get_spark, infra/spark/submit).
+    "spark.executor.extraJavaOptions": JIT_OPTIONS,
 }
 
 
@@ -97,7 +104,9 @@ def get_spark(
         if jar_list:
             builder = builder.config("spark.jars", ",".join(jar_list))
         # Spark's start-up chatter goes nowhere; warnings of the job itself still show.
-        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}")
+        builder = builder.config(
+            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} {JIT_OPTIONS}"
+        )
         archive = class_archive_options()
         if archive:
             builder = builder.config("spark.driver.defaultJavaOptions", archive)

@@ -70,6 +70,37 @@ def test_a_session_started_from_python_maps_the_class_archive_too(spark):
     assert str(CLASS_ARCHIVE) in Path(f"/proc/{jvm_pid}/maps").read_text()
 
 
+# The driver JVM's own value of the flag that keeps large methods from the JIT.
+HUGE_METHODS_FLAG = '''
+from pipeline_lib.session import get_spark
+
+jvm = get_spark("jit-probe").sparkContext._jvm
+bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+    jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+print("DontCompileHugeMethods", bean.getVMOption("DontCompileHugeMethods").getValue())
+'''
+
+
+def test_spark_submit_lets_the_jit_compile_spark_s_large_generated_methods(tmp_path):
+    script = tmp_path / "jit.py"
+    script.write_text(HUGE_METHODS_FLAG)
+
+    result = spark_submit(script, timeout=300, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DontCompileHugeMethods false" in result.stdout, result.stdout
+
+
+def test_a_session_started_from_python_lets_the_jit_compile_large_methods_too(spark):
+    jvm = spark.sparkContext._jvm
+    bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+
+    assert bean.getVMOption("DontCompileHugeMethods").getValue() == "false"
+    assert spark.conf.get("spark.executor.extraJavaOptions") == "-XX:-DontCompileHugeMethods"
+
+
 def test_a_driver_class_path_the_archive_was_not_made_for_starts_without_it_and_without_a_word(tmp_path):
     script = tmp_path / "maps.py"
     script.write_text(MAPPED_ARCHIVES)
