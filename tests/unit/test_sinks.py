@@ -135,6 +135,13 @@ def test_a_double_of_at_most_six_decimals_is_written_as_its_shortest_plain_text(
     assert plain_texts(spark, values) == [shortest_plain(value) or "0" for value in values]
 
 
+def test_a_double_from_one_to_ten_million_is_written_as_its_shortest_plain_text(spark):
+    draw = random.Random(5)
+    values = [draw.uniform(1, 1e7) * draw.choice((1, -1)) for _ in range(3000)] + [1.0, 9999999.999999998, 1.5]
+
+    assert plain_texts(spark, values) == [shortest_plain(value) for value in values]
+
+
 def test_any_double_is_written_as_text_that_reads_back_to_it(spark):
     draw = random.Random(11)
     values = [struct.unpack("d", struct.pack("Q", draw.getrandbits(64)))[0] for _ in range(3000)]
