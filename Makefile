@@ -99,7 +99,8 @@ kafka-down: install
 
 # The benchmark suite (bench/bench_suite.py): results.json, throughput.png, latency.png and the
 # README's table. make's own steps are timed first (make demo's venv and jars, on a fresh clone).
-# Other sizes: make bench BENCH_ARGS="--sizes 20,100000".
+# 5 rounds of every comparison, about 20 minutes on 2 cores.
+# Other sizes: make bench BENCH_ARGS="--sizes 20,100000" (or "--repeats 3").
 BENCH_ARGS ?=
 BENCH_STEPS := build/bench-make-steps.json
 
@@ -112,7 +113,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed setup.cfg
 bench:
 	$(PYTHON) bench/make_steps.py --make "$(MAKE)" --out $(BENCH_STEPS) venv=$(VENV)/.installed \
 		jars=$(SPARK_JARS_DIR)/.fetched,infra/kafka/libs/.fetched dist=dist/pipeline_lib.zip spark-classes=$(CLASS_ARCHIVE) bench-extra=$(VENV)/.bench-installed
-	$(PY) bench/bench_suite.py --make-steps $(BENCH_STEPS) $(BENCH_ARGS)
+	$(PY) bench/bench_suite.py --make-steps $(BENCH_STEPS) --repeats 5 $(BENCH_ARGS)
 	$(PY) bench/readme_table.py
 
 # The long run (bench/soak.py): 2,000 micro-batches at processing-time=200ms, about 25 minutes;

@@ -1,7 +1,7 @@
 """The benchmark suite: the pipeline against what a user would otherwise run, side by side in
 one run, on a Kafka broker of its own (a free loopback port) and one local SparkSession.
 
-    make bench                                   # N = 20, 100,000, 1,000,000; 3 rounds each
+    make bench                                   # N = 20, 100,000, 1,000,000; 5 rounds each
     python bench/bench_suite.py --sizes 20,20000 --latency-seconds 5 --out /tmp/b/results.json
 
 Every comparison runs --repeats rounds, the sides in turn and the order reversed every other
